@@ -1,0 +1,212 @@
+"""Turn a ``host_routing`` mapping into small typed objects, or say what is wrong.
+
+Shape comes from the schema (``schema.check_shape``); this module adds what a
+schema cannot say: that strings are IPv4 networks and addresses, that no
+destination appears twice once host bits are masked, that routes are opted in.
+Everything is checked before anything is written, and every problem is reported
+at once so a user fixes their user-data in one round trip.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+from .schema import Problem, check_shape
+
+DEFAULT_GATE_UNITS = ("systemd-nspawn@.service",)
+OUR_UNITS = ("hostrouting-static-routes.service", "hostrouting-route-overlap.service")
+WARN, STRICT = "WARN", "STRICT"
+
+
+class ConfigError(ValueError):
+    """Invalid ``host_routing``; ``problems`` lists each one with path and fix."""
+
+    def __init__(self, problems: List[Problem]):
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid host_routing ({len(problems)} problem(s)):\n{lines}")
+
+
+@dataclass(frozen=True)
+class Route:
+    """One static route; ``gateway``/``dev`` of None are resolved at boot."""
+
+    destination: ipaddress.IPv4Network
+    gateway: Optional[ipaddress.IPv4Address] = None
+    dev: Optional[str] = None
+    metric: Optional[int] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {"destination": str(self.destination)}
+        if self.gateway is not None:
+            out["gateway"] = str(self.gateway)
+        if self.dev is not None:
+            out["dev"] = self.dev
+        if self.metric is not None:
+            out["metric"] = self.metric
+        return out
+
+
+@dataclass(frozen=True)
+class HostRouting:
+    """The validated, normalised ``host_routing`` section."""
+
+    routes: Tuple[Route, ...] = ()
+    mode: str = WARN
+    expected_cidrs: Tuple[ipaddress.IPv4Network, ...] = ()
+    gate_units: Tuple[str, ...] = DEFAULT_GATE_UNITS
+    azure_suggest: bool = False
+    warnings: Tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def strict(self) -> bool:
+        return self.mode == STRICT
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The normalised mapping: what the module writes for the units to read."""
+        return {
+            "static_routes": {
+                "enabled": bool(self.routes),
+                "routes": [r.to_dict() for r in self.routes],
+            },
+            "route_overlap": {
+                "mode": self.mode,
+                "expected_cidrs": [str(c) for c in self.expected_cidrs],
+            },
+            "gate_units": list(self.gate_units),
+            "azure": {"suggest": self.azure_suggest},
+        }
+
+    def to_json(self) -> str:
+        """Stable text, so an unchanged config rewrites nothing."""
+        return json.dumps({"host_routing": self.to_dict()}, indent=2, sort_keys=True) + "\n"
+
+
+def parse(raw: Any) -> HostRouting:
+    """Validate ``raw`` (the value of the ``host_routing`` key) completely.
+
+    Raises ConfigError listing every problem; returns a HostRouting whose
+    ``warnings`` name things accepted but worth knowing (masked host bits).
+    """
+    problems = check_shape(raw)
+    if problems:
+        raise ConfigError(problems)
+    warnings: List[str] = []
+    static = raw.get("static_routes", {})
+    routes = _parse_routes(static, problems, warnings)
+    overlap = raw.get("route_overlap", {})
+    expected = _parse_expected(overlap.get("expected_cidrs", []), problems, warnings)
+    gates = tuple(raw.get("gate_units", DEFAULT_GATE_UNITS))
+    for i, unit in enumerate(gates):
+        if unit in OUR_UNITS:
+            problems.append(Problem(
+                f"host_routing.gate_units[{i}]", unit, "is one of our own units",
+                "Fix: gate the units that must wait for the check, not the check itself."))
+    if problems:
+        raise ConfigError(problems)
+    return HostRouting(
+        routes=tuple(routes),
+        mode=overlap.get("mode", WARN).upper(),
+        expected_cidrs=tuple(expected),
+        gate_units=gates,
+        azure_suggest=raw.get("azure", {}).get("suggest", False),
+        warnings=tuple(warnings),
+    )
+
+
+def _network(text: str, path: str, problems: List[Problem],
+             warnings: List[str]) -> Optional[ipaddress.IPv4Network]:
+    try:
+        net = ipaddress.IPv4Network(text, strict=False)
+    except ValueError as err:
+        problems.append(Problem(path, text, f"is not an IPv4 CIDR ({err})",
+                                "Fix: write it as A.B.C.D/N, e.g. 10.0.5.0/24."))
+        return None
+    if "/" not in text:
+        problems.append(Problem(path, text, "has no prefix length",
+                                f"Fix: write {net.network_address}/32 for a single host."))
+        return None
+    if str(net) != text:
+        warnings.append(f"{path}: {text!r} has host bits set; using {net}")
+    return net
+
+
+def _parse_routes(static: Dict[str, Any], problems: List[Problem],
+                  warnings: List[str]) -> List[Route]:
+    raw_routes = static.get("routes", [])
+    if raw_routes and static.get("enabled") is not True:
+        problems.append(Problem(
+            "host_routing.static_routes.enabled", static.get("enabled"),
+            "routes are given but static routes are not enabled",
+            "Fix: set enabled: true to install them, or remove the routes."))
+    routes: List[Route] = []
+    seen: Dict[ipaddress.IPv4Network, int] = {}
+    for i, item in enumerate(raw_routes):
+        path = f"host_routing.static_routes.routes[{i}]"
+        dest = _network(item["destination"], f"{path}.destination", problems, warnings)
+        gateway = None
+        if "gateway" in item:
+            try:
+                gateway = ipaddress.IPv4Address(item["gateway"])
+            except ValueError:
+                problems.append(Problem(
+                    f"{path}.gateway", item["gateway"], "is not an IPv4 address",
+                    "Fix: give an IPv4 address such as 172.16.1.2, or leave gateway "
+                    "out to use the default gateway of dev at boot."))
+        if dest is None:
+            continue
+        if dest in seen:
+            problems.append(Problem(
+                f"{path}.destination", item["destination"],
+                f"duplicates routes[{seen[dest]}] ({dest})",
+                "Fix: keep one route per destination."))
+            continue
+        seen[dest] = i
+        routes.append(Route(dest, gateway, item.get("dev"), item.get("metric")))
+    return routes
+
+
+def _parse_expected(raw: List[str], problems: List[Problem],
+                    warnings: List[str]) -> List[ipaddress.IPv4Network]:
+    out: List[ipaddress.IPv4Network] = []
+    seen: Dict[ipaddress.IPv4Network, int] = {}
+    for i, text in enumerate(raw):
+        path = f"host_routing.route_overlap.expected_cidrs[{i}]"
+        net = _network(text, path, problems, warnings)
+        if net is None:
+            continue
+        if net in seen:
+            problems.append(Problem(path, text, f"duplicates expected_cidrs[{seen[net]}]",
+                                    "Fix: list each CIDR once."))
+            continue
+        seen[net] = i
+        out.append(net)
+    return out
+
+
+def load_file(path: str) -> HostRouting:
+    """Read a YAML or JSON file with a top-level ``host_routing`` key and parse it.
+
+    JSON is tried first: the module writes JSON, and the units should not pay
+    for importing a YAML parser on the boot path.
+    """
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        import yaml  # only for hand-written files
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ConfigError([Problem(path, "<file>", f"is neither JSON nor YAML ({err})",
+                                       "Fix: correct the file's syntax.")]) from err
+    if not isinstance(data, dict) or "host_routing" not in data:
+        raise ConfigError([Problem(path, type(data).__name__,
+                                   "has no top-level host_routing mapping",
+                                   "Fix: put the settings under a host_routing: key.")])
+    return parse(data["host_routing"])

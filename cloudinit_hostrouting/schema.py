@@ -1,0 +1,280 @@
+"""The JSON schema of ``host_routing``: the one source of truth for its shape.
+
+The same dict is used three ways:
+
+* ``check_shape`` walks it in pure Python.  The systemd units validate their
+  config file on the boot critical path, where importing jsonschema would cost
+  about 160 ms, so the walker covers exactly the keywords this schema uses.
+* ``cloudinit-hostrouting validate`` merges it into cloud-init's own schema and
+  runs cloud-init's validator over whole ``#cloud-config`` files.
+* The README's configuration reference is generated from it (``schema --markdown``).
+
+Each property's ``description`` ends with the fix we suggest, so an error can
+name the path, the value and the fix without a second table to keep in sync.
+Semantic checks the schema cannot express (address parsing, duplicates after
+masking host bits) live in ``config.py``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Dict, Iterator, List, NamedTuple
+
+# Generous but bounded: 10,000 routes must work; a million is a mistake (or an
+# attack on a boot-critical unit) and gets a clear error instead.
+MAX_ROUTES = 65536
+MAX_EXPECTED_CIDRS = 65536
+MAX_GATE_UNITS = 64
+
+IFNAME_PATTERN = r"^[A-Za-z0-9_.-]{1,15}$"
+# systemd unit names: [A-Za-z0-9:_.\-] plus one '@' (template or instance),
+# a known suffix, 255 characters at most (systemd's UNIT_NAME_MAX).
+UNIT_NAME_PATTERN = (
+    r"^[A-Za-z0-9:_.\\-]+(@[A-Za-z0-9:_.\\-]*)?"
+    r"\.(service|socket|target|device|mount|automount|swap|path|timer|slice|scope)$"
+)
+MODE_PATTERN = r"^([Ww][Aa][Rr][Nn]|[Ss][Tt][Rr][Ii][Cc][Tt])$"
+
+_IPV4_CIDR_DESC = (
+    "An IPv4 network in CIDR form. Fix: write it as A.B.C.D/N, e.g. 10.0.5.0/24."
+)
+
+ROUTE_SCHEMA: Dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["destination"],
+    "properties": {
+        "destination": {
+            "type": "string",
+            "maxLength": 64,
+            "description": "Destination of the route. " + _IPV4_CIDR_DESC,
+        },
+        "gateway": {
+            "type": "string",
+            "maxLength": 64,
+            "description": (
+                "Next hop. Defaults to the default gateway on dev, found at boot. "
+                "Fix: give an IPv4 address such as 172.16.1.2, or leave gateway out."
+            ),
+        },
+        "dev": {
+            "type": "string",
+            "pattern": IFNAME_PATTERN,
+            "description": (
+                "Outbound interface. Defaults to the interface of the IPv4 default "
+                "route, found at boot. Fix: use a Linux interface name of 1-15 "
+                "characters from A-Z a-z 0-9 _ . -, such as eth0, or leave dev out."
+            ),
+        },
+        "metric": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": 4294967295,
+            "description": (
+                "Route metric (priority); lower wins. Fix: use a whole number "
+                "from 0 to 4294967295, or leave metric out."
+            ),
+        },
+    },
+}
+
+HOST_ROUTING_SCHEMA: Dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "description": (
+        "Host routing for InfiniBand VMs: more-specific static routes, an overlap "
+        "check and the units that must wait for both. Fix: see the README."
+    ),
+    "properties": {
+        "static_routes": {
+            "type": "object",
+            "additionalProperties": False,
+            "description": "Static routes to install. Fix: a mapping with enabled and routes.",
+            "properties": {
+                "enabled": {
+                    "type": "boolean",
+                    "description": (
+                        "Explicit opt-in for routes. Fix: set enabled: true when "
+                        "routes are given, or remove the routes."
+                    ),
+                },
+                "routes": {
+                    "type": "array",
+                    "maxItems": MAX_ROUTES,
+                    "items": ROUTE_SCHEMA,
+                    "description": (
+                        f"Routes, installed with replace semantics. Fix: a list of at "
+                        f"most {MAX_ROUTES} mappings with destination, gateway, dev, metric."
+                    ),
+                },
+            },
+        },
+        "route_overlap": {
+            "type": "object",
+            "additionalProperties": False,
+            "description": "The overlap check. Fix: a mapping with mode and expected_cidrs.",
+            "properties": {
+                "mode": {
+                    "type": "string",
+                    "pattern": MODE_PATTERN,
+                    "description": (
+                        "WARN only reports; STRICT keeps gated units from starting. "
+                        "Fix: use WARN or STRICT (any case)."
+                    ),
+                },
+                "expected_cidrs": {
+                    "type": "array",
+                    "maxItems": MAX_EXPECTED_CIDRS,
+                    "uniqueItems": True,
+                    "items": {
+                        "type": "string",
+                        "maxLength": 64,
+                        "description": "A CIDR that must route via the default interface. "
+                        + _IPV4_CIDR_DESC,
+                    },
+                    "description": (
+                        f"CIDRs that must route via the default interface. Fix: a list "
+                        f"of at most {MAX_EXPECTED_CIDRS} distinct CIDRs."
+                    ),
+                },
+            },
+        },
+        "gate_units": {
+            "type": "array",
+            "maxItems": MAX_GATE_UNITS,
+            "uniqueItems": True,
+            "items": {
+                "type": "string",
+                "maxLength": 255,
+                "pattern": UNIT_NAME_PATTERN,
+                "description": (
+                    "A unit that must wait for the checks. Fix: a systemd unit name "
+                    "such as systemd-nspawn@.service or kubelet.service."
+                ),
+            },
+            "description": (
+                "Units that start only after both checks (default: "
+                "[systemd-nspawn@.service]). Fix: a list of systemd unit names."
+            ),
+        },
+        "azure": {
+            "type": "object",
+            "additionalProperties": False,
+            "description": "Azure helpers. Fix: a mapping with suggest.",
+            "properties": {
+                "suggest": {
+                    "type": "boolean",
+                    "description": (
+                        "At first boot, ask Azure IMDS and write a suggested "
+                        "host_routing block. Fix: true or false."
+                    ),
+                },
+            },
+        },
+    },
+}
+
+
+class Problem(NamedTuple):
+    """One thing wrong with the input: where, what was there, and what to do."""
+
+    path: str
+    value: Any
+    message: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message} (got {_show(self.value)}). {self.fix}"
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def fix_of(node: Dict[str, Any]) -> str:
+    """The fix hint: the part of a schema node's description from 'Fix:' on."""
+    desc = node.get("description", "")
+    at = desc.find("Fix:")
+    return desc[at:] if at >= 0 else "Fix: see the README's configuration reference."
+
+
+_TYPES = {
+    "object": dict,
+    "array": list,
+    "string": str,
+    "boolean": bool,
+    "integer": int,
+}
+
+
+def _type_ok(value: Any, name: str) -> bool:
+    if name == "integer" and isinstance(value, bool):
+        return False  # YAML 'true' must not pass as the integer 1
+    return isinstance(value, _TYPES[name])
+
+
+def check_shape(value: Any, node: Dict[str, Any] = HOST_ROUTING_SCHEMA,
+                path: str = "host_routing") -> List[Problem]:
+    """Every way ``value`` breaks ``node``, each as a Problem with its path."""
+    return list(_walk(value, node, path))
+
+
+def _walk(value: Any, node: Dict[str, Any], path: str) -> Iterator[Problem]:
+    fix = fix_of(node)
+    want = node.get("type")
+    if want and not _type_ok(value, want):
+        yield Problem(path, value, f"must be of type {want}, not {type(value).__name__}", fix)
+        return
+    if want == "object":
+        props = node.get("properties", {})
+        for key in node.get("required", []):
+            if key not in value:
+                yield Problem(path, value, f"missing required key '{key}'", fix_of(props[key]))
+        for key, sub in value.items():
+            if key in props:
+                yield from _walk(sub, props[key], f"{path}.{key}")
+            elif node.get("additionalProperties") is False:
+                known = ", ".join(sorted(props))
+                yield Problem(f"{path}.{key}", key, "unknown key",
+                              f"Fix: check the spelling; known keys here: {known}.")
+    elif want == "array":
+        limit = node.get("maxItems")
+        if limit is not None and len(value) > limit:
+            yield Problem(path, f"<list of {len(value)} items>",
+                          f"has {len(value)} items, more than the limit of {limit}", fix)
+            return
+        seen: Dict[Any, int] = {}
+        for i, item in enumerate(value):
+            if node.get("uniqueItems") and isinstance(item, (str, int)):
+                if item in seen:
+                    yield Problem(f"{path}[{i}]", item, f"duplicates {path}[{seen[item]}]",
+                                  "Fix: remove the duplicate.")
+                seen.setdefault(item, i)
+            yield from _walk(item, node["items"], f"{path}[{i}]")
+    elif want == "string":
+        if "maxLength" in node and len(value) > node["maxLength"]:
+            yield Problem(path, value, f"is longer than {node['maxLength']} characters", fix)
+        elif "pattern" in node and not re.search(node["pattern"], value):
+            yield Problem(path, value, "is not valid here", fix)
+    elif want == "integer":
+        if value < node.get("minimum", value) or value > node.get("maximum", value):
+            yield Problem(path, value,
+                          f"is outside {node['minimum']}..{node['maximum']}", fix)
+
+
+def markdown_reference(node: Dict[str, Any] = HOST_ROUTING_SCHEMA,
+                       path: str = "host_routing") -> str:
+    """A Markdown table of every key, generated so the README cannot drift."""
+    rows = ["| key | type | meaning |", "|---|---|---|"]
+    for key_path, sub in _leaves(node, path):
+        rows.append(f"| `{key_path}` | {sub.get('type', '')} | {sub.get('description', '')} |")
+    return "\n".join(rows) + "\n"
+
+
+def _leaves(node: Dict[str, Any], path: str) -> Iterator[tuple]:
+    yield path, node
+    for key, sub in node.get("properties", {}).items():
+        yield from _leaves(sub, f"{path}.{key}")
+    if "items" in node and node["items"].get("type") == "object":
+        yield from _leaves(node["items"], f"{path}[]")
