@@ -1,0 +1,131 @@
+"""Render what first boot writes: pure functions from a HostRouting to file texts.
+
+Nothing here touches the system.  ``plan`` returns every file and enablement
+symlink; ``effects.apply_plan`` writes them under a root directory.  That split
+is what lets ``cloudinit-hostrouting render --root DIR`` show, byte for byte,
+what the module would write, and lets tests run ``systemd-analyze verify`` on it.
+
+Why a drop-in per gated unit instead of upstream's ``Before=``/``RequiredBy=``:
+``Before=systemd-nspawn@.service`` in a non-template unit names the instance
+``systemd-nspawn@<own-name>.service`` and orders no real machine, and
+``RequiredBy=`` adds ``Requires=`` without ``After=``.  A drop-in in
+``systemd-nspawn@.service.d/`` applies to every instance, and carries both.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import List, NamedTuple, Optional
+
+from .config import HostRouting
+
+CONFIG_PATH = "/etc/cloudinit-hostrouting/host-routing.json"
+MANIFEST_PATH = "/etc/cloudinit-hostrouting/manifest.json"
+UNIT_DIR = "/etc/systemd/system"
+STATIC_UNIT = "hostrouting-static-routes.service"
+CHECK_UNIT = "hostrouting-route-overlap.service"
+DROPIN_NAME = "50-hostrouting.conf"
+PROTOS_PATH = "/etc/iproute2/rt_protos.d/cloudinit-hostrouting.conf"
+# Our routes carry this rtnetlink protocol, so they can always be told apart
+# from everyone else's (`ip route show proto hostrouting`).  Unused by the kernel
+# and by iproute2's reserved list.
+RTPROT_HOSTROUTING = 214
+
+HEADER = (
+    "# Written by cloudinit-hostrouting (cloud-init module host_routing).\n"
+    "# Regenerated on each new instance from {config}; edits are lost.\n"
+)
+
+
+class Entry(NamedTuple):
+    """A file (``text``) or a symlink (``link_to``) at an absolute ``path``."""
+
+    path: str
+    text: Optional[str] = None
+    link_to: Optional[str] = None
+    mode: int = 0o644
+
+
+def static_unit(python: str) -> str:
+    """The oneshot that installs the routes; holds no user data."""
+    return HEADER.format(config=CONFIG_PATH) + f"""\
+[Unit]
+Description=Install host static routes (cloudinit-hostrouting)
+Wants=network-online.target
+After=network-online.target
+Before={CHECK_UNIT}
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart={python} -m cloudinit_hostrouting apply-routes --config {CONFIG_PATH}
+TimeoutStartSec=120
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def check_unit(python: str) -> str:
+    """The oneshot that verifies expected CIDRs route via the default interface."""
+    return HEADER.format(config=CONFIG_PATH) + f"""\
+[Unit]
+Description=Check expected CIDRs route via the default interface (cloudinit-hostrouting)
+Wants=network-online.target {STATIC_UNIT}
+After=network-online.target {STATIC_UNIT}
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart={python} -m cloudinit_hostrouting check-overlap --config {CONFIG_PATH}
+TimeoutStartSec=120
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def gate_dropin(strict: bool) -> str:
+    """Order a gated unit after both oneshots; in STRICT also require them.
+
+    In STRICT mode a failed check fails the gated unit's start job with result
+    ``dependency``.  WARN only reports, so it orders and pulls the units in
+    without making the gated unit depend on their success.
+    """
+    dep = "Requires" if strict else "Wants"
+    mode = "STRICT: a failed check keeps this unit from starting" if strict else \
+        "WARN: the checks run first but never block this unit"
+    return HEADER.format(config=CONFIG_PATH) + f"""\
+# {mode}.
+[Unit]
+{dep}={STATIC_UNIT} {CHECK_UNIT}
+After={STATIC_UNIT} {CHECK_UNIT}
+"""
+
+
+def protos_file() -> str:
+    """Names our route protocol for iproute2, so `ip route` shows `proto hostrouting`."""
+    return f"{RTPROT_HOSTROUTING}\thostrouting\n"
+
+
+def plan(cfg: HostRouting, python: Optional[str] = None) -> List[Entry]:
+    """Every path first boot writes for ``cfg``, in write order.
+
+    ``python`` is the interpreter the units run; by default the one running
+    now, which is the one cloud-init imported this package with.
+    """
+    py = python or sys.executable
+    if not py.startswith("/") or any(c.isspace() or c in "\\\"'$%;" for c in py):
+        raise ValueError(f"interpreter path {py!r} cannot go into ExecStart= unquoted")
+    entries = [
+        Entry(CONFIG_PATH, cfg.to_json()),
+        Entry(PROTOS_PATH, protos_file()),
+        Entry(f"{UNIT_DIR}/{STATIC_UNIT}", static_unit(py)),
+        Entry(f"{UNIT_DIR}/{CHECK_UNIT}", check_unit(py)),
+    ]
+    for unit in cfg.gate_units:
+        entries.append(Entry(f"{UNIT_DIR}/{unit}.d/{DROPIN_NAME}", gate_dropin(cfg.strict)))
+    for unit in (STATIC_UNIT, CHECK_UNIT):
+        entries.append(Entry(f"{UNIT_DIR}/multi-user.target.wants/{unit}",
+                             link_to=f"{UNIT_DIR}/{unit}"))
+    return entries
