@@ -1,0 +1,111 @@
+"""apply-routes: install every configured route with replace semantics.
+
+Matches upstream's behaviour (auto dev and gateway from the default route,
+waiting a bounded time for DHCP) with three differences: one netlink socket
+instead of a process per route, every route is tried even after a failure,
+and our routes carry a protocol tag so they can never be confused with others.
+Routes we did not install are never removed or changed.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple, TypeVar
+
+from .config import HostRouting, Route
+from .netlink import DefaultRoute, Kernel, RouteError
+
+T = TypeVar("T")
+POLL_S = 0.25
+
+
+class Outcome(NamedTuple):
+    """What happened to one route: ``error`` is None when it was installed."""
+
+    route: Route
+    dev: Optional[str]
+    gateway: Optional[str]
+    error: Optional[str]
+
+    def describe(self) -> str:
+        via = f" via {self.gateway}" if self.gateway else ""
+        dev = f" dev {self.dev}" if self.dev else ""
+        metric = f" metric {self.route.metric}" if self.route.metric is not None else ""
+        return f"{self.route.destination}{via}{dev}{metric}"
+
+
+class Waiter:
+    """One shared deadline for everything that may need to wait for DHCP.
+
+    A route with a typo'd interface costs at most the budget once, not once
+    per route, and the boot critical path stays bounded.
+    """
+
+    def __init__(self, budget_s: float, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.deadline = clock() + budget_s
+        self.clock, self.sleep = clock, sleep
+
+    def until(self, probe: Callable[[], Optional[T]]) -> Optional[T]:
+        """``probe()`` until it returns non-None or the deadline passes."""
+        while True:
+            found = probe()
+            if found is not None or self.clock() >= self.deadline:
+                return found
+            self.sleep(min(POLL_S, max(0.0, self.deadline - self.clock())))
+
+
+class _Resolver:
+    """Resolves auto dev/gateway once per interface, not once per route."""
+
+    def __init__(self, kernel: Kernel, waiter: Waiter):
+        self.kernel, self.waiter = kernel, waiter
+        self.defaults: Dict[Optional[str], Optional[DefaultRoute]] = {}
+        self.indexes: Dict[str, Optional[int]] = {}
+
+    def default(self, dev: Optional[str]) -> Optional[DefaultRoute]:
+        if dev not in self.defaults:
+            self.defaults[dev] = self.waiter.until(lambda: self.kernel.default_route(dev))
+        return self.defaults[dev]
+
+    def index(self, dev: str) -> Optional[int]:
+        if dev not in self.indexes:
+            self.indexes[dev] = self.waiter.until(lambda: self.kernel.ifindex(dev))
+        return self.indexes[dev]
+
+    def resolve(self, route: Route) -> Tuple[str, int, str]:
+        """(dev, ifindex, gateway) for ``route``, or RouteError saying what is missing."""
+        dev, gateway = route.dev, route.gateway
+        if dev is None or gateway is None:
+            found = self.default(dev)
+            if found is None:
+                where = f" on {dev}" if dev else ""
+                raise RouteError(f"no IPv4 default route{where} appeared within the wait; "
+                                 "set dev and gateway explicitly or check DHCP")
+            if found.gateway is None:
+                raise RouteError(f"the default route on {found.ifname} has no gateway; "
+                                 "set gateway explicitly")
+            dev = found.ifname
+            gw_text = str(gateway) if gateway is not None else found.gateway
+        else:
+            gw_text = str(gateway)
+        index = self.index(dev)
+        if index is None:
+            raise RouteError(f"interface {dev} does not exist")
+        return dev, index, gw_text
+
+
+def apply_routes(cfg: HostRouting, kernel: Kernel, waiter: Waiter) -> List[Outcome]:
+    """Try every route; a failure on one never stops the rest."""
+    resolver = _Resolver(kernel, waiter)
+    outcomes = []
+    for route in cfg.routes:
+        dev = gateway = None
+        try:
+            dev, index, gateway = resolver.resolve(route)
+            kernel.replace(route.destination, gateway, index, route.metric)
+        except RouteError as err:
+            outcomes.append(Outcome(route, dev, gateway, str(err)))
+        else:
+            outcomes.append(Outcome(route, dev, gateway, None))
+    return outcomes
