@@ -1,0 +1,199 @@
+"""The ``cloudinit-hostrouting`` command: what the units run, and tools for humans.
+
+Exit codes are a contract: 0 OK (overlaps in WARN mode included), 1 the job
+failed (STRICT overlap, a route not installed, ``validate`` found errors),
+2 usage or config error.  Heavy imports (pyroute2, YAML, cloud-init) happen
+inside the subcommand that needs them, because the units sit on the boot path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Callable, Dict, List, Optional
+
+from . import __version__
+from .config import ConfigError, HostRouting, load_file
+
+OK, FAILED, USAGE = 0, 1, 2
+
+
+def _load(path: str) -> Optional[HostRouting]:
+    """The config in ``path``, or None after printing why it cannot be used."""
+    try:
+        cfg = load_file(path)
+    except OSError as err:
+        print(f"error: cannot read {path}: {err.strerror}", file=sys.stderr)
+        return None
+    except ConfigError as err:
+        print(f"error: {path}: {err}", file=sys.stderr)
+        return None
+    for warning in cfg.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return cfg
+
+
+def cmd_apply_routes(args: argparse.Namespace) -> int:
+    from .netlink import Kernel
+    from .routes import Waiter, apply_routes
+
+    cfg = _load(args.config)
+    if cfg is None:
+        return USAGE
+    if not cfg.routes:
+        print("no static routes configured; nothing to do")
+        return OK
+    with Kernel(args.netns) as kernel:
+        outcomes = apply_routes(cfg, kernel, Waiter(args.wait))
+    failed = [o for o in outcomes if o.error]
+    for outcome in outcomes:
+        if outcome.error:
+            print(f"FAILED: {outcome.route.destination}: {outcome.error}", file=sys.stderr)
+        elif args.verbose:
+            print(f"installed: {outcome.describe()}")
+    print(f"{len(outcomes) - len(failed)} of {len(outcomes)} routes installed"
+          + (f", {len(failed)} failed" if failed else ""))
+    return FAILED if failed else OK
+
+
+def cmd_check_overlap(args: argparse.Namespace) -> int:
+    from .netlink import Kernel
+    from .overlap import action_hint, check, write_markers
+    from .routes import Waiter
+
+    cfg = _load(args.config)
+    if cfg is None:
+        return USAGE
+    with Kernel(args.netns) as kernel:
+        report = check(cfg, kernel, Waiter(args.wait))
+    write_markers(args.run_dir, report)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, sort_keys=True))
+    else:
+        for line in report.lines():
+            print(line)
+        if report.ok:
+            print(f"OK: {len(report.findings)} expected CIDR(s) route via "
+                  f"{report.default.ifname if report.default else '?'}")
+        else:
+            print(action_hint(report))
+    if report.ok or not cfg.strict:
+        return OK
+    return FAILED
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from .effects import apply_plan
+    from .render import plan
+
+    cfg = _load(args.config)
+    if cfg is None:
+        return USAGE
+    for path in apply_plan(args.root, plan(cfg, args.python)):
+        print(f"wrote {path}")
+    return OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .validate import validate_file
+
+    bad = 0
+    for path in args.files:
+        errors, warnings = validate_file(path)
+        for line in warnings:
+            print(f"{path}: warning: {line}")
+        for line in errors:
+            print(f"{path}: error: {line}")
+        if errors:
+            bad += 1
+        else:
+            print(f"{path}: valid")
+    return FAILED if bad else OK
+
+
+def cmd_enable_module(args: argparse.Namespace) -> int:
+    from .enable import disable, enable
+
+    try:
+        changed = disable(args.root) if args.undo else enable(args.root)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return USAGE
+    print(changed)
+    return OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from .schema import HOST_ROUTING_SCHEMA, markdown_reference
+
+    if args.markdown:
+        print(markdown_reference(), end="")
+    else:
+        print(json.dumps(HOST_ROUTING_SCHEMA, indent=2))
+    return OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cloudinit-hostrouting",
+        description="Keep InfiniBand /16 routes from shadowing cluster CIDRs "
+                    "(cloud-init module host_routing and the commands its units run).",
+        epilog="Exit codes: 0 OK (WARN overlaps included), 1 job failed, 2 usage/config error.")
+    parser.add_argument("--version", action="version", version=__version__)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    handlers: Dict[str, Callable[[argparse.Namespace], int]] = {}
+
+    def add(name: str, func: Callable[[argparse.Namespace], int],
+            help_text: str) -> argparse.ArgumentParser:
+        handlers[name] = func
+        return sub.add_parser(name, help=help_text, description=help_text)
+
+    def add_kernel_opts(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", required=True, metavar="FILE",
+                       help="YAML/JSON file with a top-level host_routing key")
+        p.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",
+                       help="how long to wait for a default route or interface (default 30)")
+        p.add_argument("--netns", metavar="NAME",
+                       help="act inside this existing network namespace (tests, debugging)")
+
+    p = add("apply-routes", cmd_apply_routes,
+            "Install the configured static routes (ip route replace semantics).")
+    add_kernel_opts(p)
+    p.add_argument("-v", "--verbose", action="store_true", help="print each installed route")
+
+    p = add("check-overlap", cmd_check_overlap,
+            "Check that every expected CIDR routes via the default interface.")
+    add_kernel_opts(p)
+    p.add_argument("--run-dir", default="/run/cloudinit-hostrouting", metavar="DIR",
+                   help="where markers and status.json go (default /run/cloudinit-hostrouting)")
+    p.add_argument("--json", action="store_true", help="print status.json to stdout")
+
+    p = add("render", cmd_render,
+            "Write exactly what first boot writes, under DIR, without calling systemctl.")
+    p.add_argument("--config", required=True, metavar="FILE")
+    p.add_argument("--root", required=True, metavar="DIR")
+    p.add_argument("--python", metavar="PATH",
+                   help="interpreter the units run (default: this one)")
+
+    p = add("validate", cmd_validate,
+            "Validate #cloud-config files with cloud-init's schema plus host_routing's.")
+    p.add_argument("files", nargs="+", metavar="FILE")
+
+    p = add("enable-module", cmd_enable_module,
+            "Add host_routing to the image's cloud_init_modules (idempotent).")
+    p.add_argument("--root", default="/", metavar="DIR", help="image root (default /)")
+    p.add_argument("--undo", action="store_true", help="remove what enable-module added")
+
+    p = add("schema", cmd_schema, "Print the host_routing JSON schema.")
+    p.add_argument("--markdown", action="store_true", help="as the README's reference table")
+
+    parser.set_defaults(handlers=handlers)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return args.handlers[args.command](args)
