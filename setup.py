@@ -1,5 +1,7 @@
 """Packaging for cloudinit-hostrouting (setuptools, so Debian 12's pip builds it offline)."""
 
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 setup(
@@ -7,7 +9,7 @@ setup(
     version="0.1.0",
     description="cloud-init module: static routes and a route-overlap gate for "
                 "InfiniBand (Azure ND-isr) hosts",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.9",

@@ -91,34 +91,45 @@ def parse(raw: Any) -> HostRouting:
     Raises ConfigError listing every problem; returns a HostRouting whose
     ``warnings`` name things accepted but worth knowing (masked host bits).
     """
-    problems = check_shape(raw)
-    if problems:
-        raise ConfigError(problems)
+    shape = check_shape(raw)
+    if not isinstance(raw, dict):
+        raise ConfigError(shape)
+    # Semantic checks run even after shape errors, on whatever is well-formed,
+    # so one round trip shows every problem; a path gets one message at most.
+    problems: List[Problem] = []
     warnings: List[str] = []
-    static = raw.get("static_routes", {})
+    static = _mapping(raw.get("static_routes"))
     routes = _parse_routes(static, problems, warnings)
-    overlap = raw.get("route_overlap", {})
-    expected = _parse_expected(overlap.get("expected_cidrs", []), problems, warnings)
-    gates = tuple(raw.get("gate_units", DEFAULT_GATE_UNITS))
-    for i, unit in enumerate(gates):
+    overlap = _mapping(raw.get("route_overlap"))
+    expected = _parse_expected(overlap.get("expected_cidrs"), problems, warnings)
+    gates = raw.get("gate_units", DEFAULT_GATE_UNITS)
+    for i, unit in enumerate(gates if isinstance(gates, list) else []):
         if unit in OUR_UNITS:
             problems.append(Problem(
                 f"host_routing.gate_units[{i}]", unit, "is one of our own units",
                 "Fix: gate the units that must wait for the check, not the check itself."))
+    shape_paths = {p.path for p in shape}
+    problems = shape + [p for p in problems if p.path not in shape_paths]
     if problems:
         raise ConfigError(problems)
     return HostRouting(
         routes=tuple(routes),
         mode=overlap.get("mode", WARN).upper(),
         expected_cidrs=tuple(expected),
-        gate_units=gates,
+        gate_units=tuple(gates),
         azure_suggest=raw.get("azure", {}).get("suggest", False),
         warnings=tuple(warnings),
     )
 
 
-def _network(text: str, path: str, problems: List[Problem],
+def _mapping(value: Any) -> Dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _network(text: Any, path: str, problems: List[Problem],
              warnings: List[str]) -> Optional[ipaddress.IPv4Network]:
+    if not isinstance(text, str):
+        return None  # the shape check has reported it
     try:
         net = ipaddress.IPv4Network(text, strict=False)
     except ValueError as err:
@@ -137,6 +148,8 @@ def _network(text: str, path: str, problems: List[Problem],
 def _parse_routes(static: Dict[str, Any], problems: List[Problem],
                   warnings: List[str]) -> List[Route]:
     raw_routes = static.get("routes", [])
+    if not isinstance(raw_routes, list):
+        return []
     if raw_routes and static.get("enabled") is not True:
         problems.append(Problem(
             "host_routing.static_routes.enabled", static.get("enabled"),
@@ -146,9 +159,11 @@ def _parse_routes(static: Dict[str, Any], problems: List[Problem],
     seen: Dict[ipaddress.IPv4Network, int] = {}
     for i, item in enumerate(raw_routes):
         path = f"host_routing.static_routes.routes[{i}]"
-        dest = _network(item["destination"], f"{path}.destination", problems, warnings)
+        if not isinstance(item, dict):
+            continue
+        dest = _network(item.get("destination"), f"{path}.destination", problems, warnings)
         gateway = None
-        if "gateway" in item:
+        if isinstance(item.get("gateway"), str):
             try:
                 gateway = ipaddress.IPv4Address(item["gateway"])
             except ValueError:
@@ -169,11 +184,11 @@ def _parse_routes(static: Dict[str, Any], problems: List[Problem],
     return routes
 
 
-def _parse_expected(raw: List[str], problems: List[Problem],
+def _parse_expected(raw: Any, problems: List[Problem],
                     warnings: List[str]) -> List[ipaddress.IPv4Network]:
     out: List[ipaddress.IPv4Network] = []
     seen: Dict[ipaddress.IPv4Network, int] = {}
-    for i, text in enumerate(raw):
+    for i, text in enumerate(raw if isinstance(raw, list) else []):
         path = f"host_routing.route_overlap.expected_cidrs[{i}]"
         net = _network(text, path, problems, warnings)
         if net is None:

@@ -101,6 +101,6 @@ def run(argv: Sequence[str]) -> None:
     """Run a command (never through a shell); raise with its output on failure."""
     LOG.debug("running %s", " ".join(argv))
     proc = subprocess.run(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          universal_newlines=True, check=False)
+                          text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stdout.strip()}")

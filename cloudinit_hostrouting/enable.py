@@ -69,7 +69,7 @@ def enable(root: str) -> str:
         "# Written by `cloudinit-hostrouting enable-module`; undo with --undo.\n"
         f"# This list is {source}'s cloud_init_modules plus host_routing: a list here\n"
         "# replaces the distro's list, so re-run enable-module after upgrading cloud-init.\n"
-        + yaml.safe_dump({"cloud_init_modules": modules + [ENTRY]}, default_flow_style=False)
+        + yaml.safe_dump({"cloud_init_modules": [*modules, ENTRY]}, default_flow_style=False)
     )
     if write_atomic(under(root, OUR_FILE), text):
         return f"enabled: wrote {OUR_FILE} (base list from {source})"

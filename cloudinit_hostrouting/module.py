@@ -24,13 +24,14 @@ import json
 import logging
 from typing import Any, List
 
+from cloudinit.settings import PER_INSTANCE
+
 from .config import STRICT, ConfigError, HostRouting, parse
 from .effects import apply_plan, run
 from .render import CHECK_UNIT, CONFIG_PATH, STATIC_UNIT, Entry, plan
 
 LOG = logging.getLogger(__name__)
 
-from cloudinit.settings import PER_INSTANCE
 
 meta = {
     "id": "cc_host_routing",
@@ -58,7 +59,7 @@ def handle(name: str, cfg: dict, cloud: Any, *legacy: Any, args: Any = None,
         return
     try:
         host = parse(raw)
-    except ConfigError as err:
+    except ConfigError:
         if _asks_strict(raw):
             LOG.error("host_routing is invalid and asks for STRICT: failing closed, "
                       "gated units stay blocked until user-data is fixed")

@@ -68,7 +68,7 @@ class Kernel:
         self.ipr = _open(netns)
         self._names: Dict[int, str] = {}
 
-    def __enter__(self) -> "Kernel":
+    def __enter__(self) -> Kernel:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -122,7 +122,7 @@ class Kernel:
             msgs = self.ipr.route("get", dst=str(address))
         except NetlinkError as err:
             return Lookup(None, None, "error", os.strerror(err.code))
-        msg = list(msgs)[0]
+        msg = next(iter(msgs))
         kind = RTN_TYPES.get(msg["type"], str(msg["type"]))
         return Lookup(self.ifname(msg.get_attr("RTA_OIF")), msg.get_attr("RTA_GATEWAY"), kind)
 

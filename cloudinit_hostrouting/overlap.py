@@ -8,6 +8,7 @@ run directory, WARN exits 0, STRICT exits 1 on any finding.  Adds
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import json
@@ -120,10 +121,8 @@ def write_markers(run_dir: str, report: Report) -> None:
     """Clear both markers, then write exactly one of them, then status.json."""
     os.makedirs(run_dir, exist_ok=True)
     for name in (DETECTED, OK):
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(run_dir, name))
-        except FileNotFoundError:
-            pass
     if report.ok:
         write_atomic(os.path.join(run_dir, OK), "")
     else:

@@ -43,6 +43,7 @@ ROUTE_SCHEMA: Dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
     "required": ["destination"],
+    "description": "One route. Fix: a mapping with destination and optional gateway, dev, metric.",
     "properties": {
         "destination": {
             "type": "string",
