@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from . import __version__
 from .config import ConfigError, HostRouting, load_file
@@ -34,8 +34,19 @@ def _load(path: str) -> Optional[HostRouting]:
     return cfg
 
 
-def cmd_apply_routes(args: argparse.Namespace) -> int:
+def _kernel(netns: Optional[str]) -> Any:
+    """A netlink socket, or exit 2 with a one-line reason (no traceback in the journal)."""
     from .netlink import Kernel
+
+    try:
+        return Kernel(netns)
+    except OSError as err:
+        print(f"error: cannot open rtnetlink{' in ' + netns if netns else ''}: {err}",
+              file=sys.stderr)
+        raise SystemExit(USAGE) from err
+
+
+def cmd_apply_routes(args: argparse.Namespace) -> int:
     from .routes import Waiter, apply_routes
 
     cfg = _load(args.config)
@@ -44,7 +55,7 @@ def cmd_apply_routes(args: argparse.Namespace) -> int:
     if not cfg.routes:
         print("no static routes configured; nothing to do")
         return OK
-    with Kernel(args.netns) as kernel:
+    with _kernel(args.netns) as kernel:
         outcomes = apply_routes(cfg, kernel, Waiter(args.wait))
     failed = [o for o in outcomes if o.error]
     for outcome in outcomes:
@@ -58,14 +69,14 @@ def cmd_apply_routes(args: argparse.Namespace) -> int:
 
 
 def cmd_check_overlap(args: argparse.Namespace) -> int:
-    from .netlink import Kernel
-    from .overlap import action_hint, check, write_markers
+    from .overlap import action_hint, check, clear_markers, write_markers
     from .routes import Waiter
 
     cfg = _load(args.config)
     if cfg is None:
+        clear_markers(args.run_dir)
         return USAGE
-    with Kernel(args.netns) as kernel:
+    with _kernel(args.netns) as kernel:
         report = check(cfg, kernel, Waiter(args.wait))
     write_markers(args.run_dir, report)
     if args.json:

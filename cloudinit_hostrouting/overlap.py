@@ -117,12 +117,17 @@ def action_hint(report: Report) -> str:
             "overlap the InfiniBand network.")
 
 
-def write_markers(run_dir: str, report: Report) -> None:
-    """Clear both markers, then write exactly one of them, then status.json."""
-    os.makedirs(run_dir, exist_ok=True)
+def clear_markers(run_dir: str) -> None:
+    """Remove both markers, so no verdict from an earlier run can be mistaken for this one."""
     for name in (DETECTED, OK):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(run_dir, name))
+
+
+def write_markers(run_dir: str, report: Report) -> None:
+    """Clear both markers, then write exactly one of them, then status.json."""
+    os.makedirs(run_dir, exist_ok=True)
+    clear_markers(run_dir)
     if report.ok:
         write_atomic(os.path.join(run_dir, OK), "")
     else:
