@@ -19,7 +19,6 @@ is what the cloud-init module calls when ``host_routing.azure.suggest`` is true.
 from __future__ import annotations
 
 import argparse
-import http.client
 import ipaddress
 import json
 import logging
@@ -29,9 +28,6 @@ import socket
 import sys
 import textwrap
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from dataclasses import dataclass, field
 from typing import (
     Any,
@@ -86,6 +82,8 @@ class ImdsError(Exception):
 # ---------------------------------------------------------------------------
 
 def _with_api_version(url: str, version: str) -> str:
+    import urllib.parse
+
     parts = urllib.parse.urlsplit(url)
     query = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query) if k != "api-version"]
     query.append(("api-version", version))
@@ -136,6 +134,12 @@ def fetch_instance(
     * other 4xx answers and a body that is not a JSON object fail at once:
       something that is not IMDS is answering, and retrying will not help.
     """
+    # Imported here, not at the top: the CLI registers azure-suggest in every
+    # process, including the boot-path units, which must not pay ~80 ms for HTTP.
+    import http.client
+    import urllib.error
+    import urllib.request
+
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     stop_at = time.monotonic() + deadline
     versions = list(api_versions)

@@ -197,6 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default="/", metavar="DIR", help="image root (default /)")
     p.add_argument("--undo", action="store_true", help="remove what enable-module added")
 
+    from . import azure
+
+    azure.add_parser(sub)
+    handlers["azure-suggest"] = azure.run
+
     p = add("schema", cmd_schema, "Print the host_routing JSON schema.")
     p.add_argument("--markdown", action="store_true", help="as the README's reference table")
 
