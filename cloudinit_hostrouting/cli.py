@@ -84,9 +84,14 @@ def cmd_check_overlap(args: argparse.Namespace) -> int:
     else:
         for line in report.lines():
             print(line)
+        for result in report.results:
+            for finding in result.bad:
+                print(f"{result.cidr}: {finding.region.describe()} goes via "
+                      f"{finding.answer.ifname or finding.answer.kind} because of: "
+                      f"{finding.culprit or 'unknown route'}")
         if report.ok:
-            print(f"OK: {len(report.findings)} expected CIDR(s) route via "
-                  f"{report.default.ifname if report.default else '?'}")
+            where = ", ".join(sorted({r.expected_if for r in report.results})) or "-"
+            print(f"OK: all {len(report.results)} expected CIDR(s) route via {where}")
         else:
             print(action_hint(report))
     if report.ok or not cfg.strict:
@@ -101,7 +106,12 @@ def cmd_render(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     if cfg is None:
         return USAGE
-    for path in apply_plan(args.root, plan(cfg, args.python)):
+    try:
+        entries = plan(cfg, args.python)
+    except ValueError as err:
+        print(f"error: --python: {err}", file=sys.stderr)
+        return USAGE
+    for path in apply_plan(args.root, entries):
         print(f"wrote {path}")
     return OK
 

@@ -35,8 +35,9 @@ UNIT_NAME_PATTERN = (
 )
 MODE_PATTERN = r"^([Ww][Aa][Rr][Nn]|[Ss][Tt][Rr][Ii][Cc][Tt])$"
 
-_IPV4_CIDR_DESC = (
-    "An IPv4 network in CIDR form. Fix: write it as A.B.C.D/N, e.g. 10.0.5.0/24."
+_CIDR_DESC = (
+    "An IPv4 or IPv6 network in CIDR form. Fix: write it as A.B.C.D/N or X:X::/N, "
+    "e.g. 10.0.5.0/24 or fd00:5::/64."
 )
 
 ROUTE_SCHEMA: Dict[str, Any] = {
@@ -48,23 +49,25 @@ ROUTE_SCHEMA: Dict[str, Any] = {
         "destination": {
             "type": "string",
             "maxLength": 64,
-            "description": "Destination of the route. " + _IPV4_CIDR_DESC,
+            "description": "Destination of the route. " + _CIDR_DESC,
         },
         "gateway": {
             "type": "string",
             "maxLength": 64,
             "description": (
-                "Next hop. Defaults to the default gateway on dev, found at boot. "
-                "Fix: give an IPv4 address such as 172.16.1.2, or leave gateway out."
+                "Next hop, of the destination's family; a link-local IPv6 gateway needs "
+                "dev. Defaults to the default gateway on dev, found at boot. Fix: give an "
+                "address such as 172.16.1.2 or fe80::1, or leave gateway out."
             ),
         },
         "dev": {
             "type": "string",
             "pattern": IFNAME_PATTERN,
             "description": (
-                "Outbound interface. Defaults to the interface of the IPv4 default "
-                "route, found at boot. Fix: use a Linux interface name of 1-15 "
-                "characters from A-Z a-z 0-9 _ . -, such as eth0, or leave dev out."
+                "Outbound interface. Defaults to the interface of the default route "
+                "of the destination's family, found at boot. Fix: use a Linux interface "
+                "name of 1-15 characters from A-Z a-z 0-9 _ . -, such as eth0, or leave "
+                "dev out."
             ),
         },
         "metric": {
@@ -131,7 +134,7 @@ HOST_ROUTING_SCHEMA: Dict[str, Any] = {
                         "type": "string",
                         "maxLength": 64,
                         "description": "A CIDR that must route via the default interface. "
-                        + _IPV4_CIDR_DESC,
+                        + _CIDR_DESC,
                     },
                     "description": (
                         f"CIDRs that must route via the default interface. Fix: a list "
@@ -256,7 +259,9 @@ def _walk(value: Any, node: Dict[str, Any], path: str) -> Iterator[Problem]:
     elif want == "string":
         if "maxLength" in node and len(value) > node["maxLength"]:
             yield Problem(path, value, f"is longer than {node['maxLength']} characters", fix)
-        elif "pattern" in node and not re.search(node["pattern"], value):
+        # fullmatch, not search: "$" also matches before a final newline, so
+        # search() would accept "eth0\n", or a YAML block scalar "STRICT\n".
+        elif "pattern" in node and not re.fullmatch(node["pattern"], value):
             yield Problem(path, value, "is not valid here", fix)
     elif want == "integer":
         if value < node.get("minimum", value) or value > node.get("maximum", value):
