@@ -675,10 +675,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
+def ipv4_only(cidrs: Sequence[Any]) -> List[ipaddress.IPv4Network]:
+    """The IPv4 members of ``cidrs``: IPoIB addresses on Azure are IPv4."""
+    return [c for c in cidrs if isinstance(c, ipaddress.IPv4Network)]
+
+
 def _expected_from_args(args: argparse.Namespace) -> List[ipaddress.IPv4Network]:
     expected: List[ipaddress.IPv4Network] = []
     if args.config:
-        expected.extend(load_file(args.config).expected_cidrs)
+        # The IPoIB network is IPv4, so only IPv4 CIDRs can be shadowed by it.
+        expected.extend(ipv4_only(load_file(args.config).expected_cidrs))
     for text in args.expected_cidr:
         try:
             expected.append(ipaddress.IPv4Network(text, strict=False))
@@ -749,7 +755,7 @@ def suggest_at_boot(cfg: Mapping[str, Any], run_dir: str = DEFAULT_RUN_DIR,
 
     text: Optional[str] = None
     try:
-        expected = parse(cfg.get("host_routing") or {}).expected_cidrs
+        expected = ipv4_only(parse(cfg.get("host_routing") or {}).expected_cidrs)
         instance = parse_instance(fetch_instance(imds_url or DEFAULT_IMDS_URL, deadline_s))
         if is_infiniband_size(instance.vm_size):
             text = render_yaml(suggest(instance, read_kernel(None), expected))

@@ -1,7 +1,8 @@
 """Turn a ``host_routing`` mapping into small typed objects, or say what is wrong.
 
 Shape comes from the schema (``schema.check_shape``); this module adds what a
-schema cannot say: that strings are IPv4 networks and addresses, that no
+schema cannot say: that strings are IPv4 or IPv6 networks and addresses of one
+family per route, that link-local gateways name their interface, that no
 destination appears twice once host bits are masked, that routes are opted in.
 Everything is checked before anything is written, and every problem is reported
 at once so a user fixes their user-data in one round trip.
@@ -12,9 +13,12 @@ from __future__ import annotations
 import ipaddress
 import json
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from .schema import Problem, check_shape
+
+IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
 DEFAULT_GATE_UNITS = ("systemd-nspawn@.service",)
 OUR_UNITS = ("hostrouting-static-routes.service", "hostrouting-route-overlap.service")
@@ -34,8 +38,8 @@ class ConfigError(ValueError):
 class Route:
     """One static route; ``gateway``/``dev`` of None are resolved at boot."""
 
-    destination: ipaddress.IPv4Network
-    gateway: Optional[ipaddress.IPv4Address] = None
+    destination: IPNetwork
+    gateway: Optional[IPAddress] = None
     dev: Optional[str] = None
     metric: Optional[int] = None
 
@@ -56,7 +60,7 @@ class HostRouting:
 
     routes: Tuple[Route, ...] = ()
     mode: str = WARN
-    expected_cidrs: Tuple[ipaddress.IPv4Network, ...] = ()
+    expected_cidrs: Tuple[IPNetwork, ...] = ()
     gate_units: Tuple[str, ...] = DEFAULT_GATE_UNITS
     azure_suggest: bool = False
     warnings: Tuple[str, ...] = field(default=(), compare=False)
@@ -108,6 +112,9 @@ def parse(raw: Any) -> HostRouting:
             problems.append(Problem(
                 f"host_routing.gate_units[{i}]", unit, "is one of our own units",
                 "Fix: gate the units that must wait for the check, not the check itself."))
+    if gates == []:
+        warnings.append("host_routing.gate_units is empty: the checks run, but no unit "
+                        "waits for them, so even STRICT blocks nothing")
     shape_paths = {p.path for p in shape}
     problems = shape + [p for p in problems if p.path not in shape_paths]
     if problems:
@@ -127,18 +134,18 @@ def _mapping(value: Any) -> Dict[str, Any]:
 
 
 def _network(text: Any, path: str, problems: List[Problem],
-             warnings: List[str]) -> Optional[ipaddress.IPv4Network]:
+             warnings: List[str]) -> Optional[IPNetwork]:
     if not isinstance(text, str):
         return None  # the shape check has reported it
     try:
-        net = ipaddress.IPv4Network(text, strict=False)
+        net = ipaddress.ip_network(text, strict=False)
     except ValueError as err:
-        problems.append(Problem(path, text, f"is not an IPv4 CIDR ({err})",
-                                "Fix: write it as A.B.C.D/N, e.g. 10.0.5.0/24."))
+        problems.append(Problem(path, text, f"is not an IPv4 or IPv6 CIDR ({err})",
+                                "Fix: write it as A.B.C.D/N or X:X::/N, e.g. 10.0.5.0/24."))
         return None
     if "/" not in text:
         problems.append(Problem(path, text, "has no prefix length",
-                                f"Fix: write {net.network_address}/32 for a single host."))
+                                f"Fix: write {net} for a single host."))
         return None
     if str(net) != text:
         warnings.append(f"{path}: {text!r} has host bits set; using {net}")
@@ -156,21 +163,13 @@ def _parse_routes(static: Dict[str, Any], problems: List[Problem],
             "routes are given but static routes are not enabled",
             "Fix: set enabled: true to install them, or remove the routes."))
     routes: List[Route] = []
-    seen: Dict[ipaddress.IPv4Network, int] = {}
+    seen: Dict[IPNetwork, int] = {}
     for i, item in enumerate(raw_routes):
         path = f"host_routing.static_routes.routes[{i}]"
         if not isinstance(item, dict):
             continue
         dest = _network(item.get("destination"), f"{path}.destination", problems, warnings)
-        gateway = None
-        if isinstance(item.get("gateway"), str):
-            try:
-                gateway = ipaddress.IPv4Address(item["gateway"])
-            except ValueError:
-                problems.append(Problem(
-                    f"{path}.gateway", item["gateway"], "is not an IPv4 address",
-                    "Fix: give an IPv4 address such as 172.16.1.2, or leave gateway "
-                    "out to use the default gateway of dev at boot."))
+        gateway = _gateway(item, dest, path, problems)
         if dest is None:
             continue
         if dest in seen:
@@ -184,10 +183,41 @@ def _parse_routes(static: Dict[str, Any], problems: List[Problem],
     return routes
 
 
+def _gateway(item: Dict[str, Any], dest: Optional[IPNetwork], path: str,
+             problems: List[Problem]) -> Optional[IPAddress]:
+    """The route's gateway if it is an address of the destination's family."""
+    text = item.get("gateway")
+    if not isinstance(text, str):
+        return None
+    try:
+        if "%" in text:
+            raise ValueError("zone index")
+        gateway = ipaddress.ip_address(text)
+    except ValueError:
+        problems.append(Problem(
+            f"{path}.gateway", text, "is not an IPv4 or IPv6 address",
+            "Fix: give an address such as 172.16.1.2 or fe80::1 (name the interface in "
+            "dev, not with %), or leave gateway out to use the default gateway of dev."))
+        return None
+    if dest is not None and gateway.version != dest.version:
+        problems.append(Problem(
+            f"{path}.gateway", text,
+            f"is IPv{gateway.version} but destination {dest} is IPv{dest.version}",
+            "Fix: use a gateway of the destination's family; mixed-family routes "
+            "are not possible."))
+        return None
+    if gateway.is_link_local and gateway.version == 6 and "dev" not in item:
+        problems.append(Problem(
+            f"{path}.gateway", text, "is link-local, which only means something on one link",
+            "Fix: add dev with the interface the gateway is on."))
+        return None
+    return gateway
+
+
 def _parse_expected(raw: Any, problems: List[Problem],
-                    warnings: List[str]) -> List[ipaddress.IPv4Network]:
-    out: List[ipaddress.IPv4Network] = []
-    seen: Dict[ipaddress.IPv4Network, int] = {}
+                    warnings: List[str]) -> List[IPNetwork]:
+    out: List[IPNetwork] = []
+    seen: Dict[IPNetwork, int] = {}
     for i, text in enumerate(raw if isinstance(raw, list) else []):
         path = f"host_routing.route_overlap.expected_cidrs[{i}]"
         net = _network(text, path, problems, warnings)

@@ -15,12 +15,27 @@ import os
 import socket
 from typing import Any, Dict, List, NamedTuple, Optional
 
+from .analysis import Answer, Rule, TableRoute, Tables
 from .render import RTPROT_HOSTROUTING
 
 MAIN_TABLE = 254
 RTN_UNICAST = 1
-RTN_TYPES = {1: "unicast", 2: "local", 3: "broadcast", 6: "blackhole",
-             7: "unreachable", 8: "prohibit", 9: "throw"}
+RTN_TYPES = {1: "unicast", 2: "local", 3: "broadcast", 4: "anycast", 5: "multicast",
+             6: "blackhole", 7: "unreachable", 8: "prohibit", 9: "throw"}
+# What RTM_GETROUTE's error means: the kernel answers these route types with an errno.
+LOOKUP_ERRORS = {errno.EINVAL: "blackhole", errno.EHOSTUNREACH: "unreachable",
+                 errno.EACCES: "prohibit", errno.ENETUNREACH: "unreachable",
+                 errno.EAGAIN: "throw"}
+PROTOS = {0: "unspec", 1: "redirect", 2: "kernel", 3: "boot", 4: "static", 9: "ra",
+          16: "dhcp", RTPROT_HOSTROUTING: "hostrouting"}
+RULE_ACTIONS = {6: "blackhole", 7: "unreachable", 8: "prohibit"}
+FR_ACT_TO_TBL = 1
+RT_SCOPE_LINK = 253
+
+
+def family_of(version: int) -> int:
+    """AF_INET or AF_INET6 for an ``ipaddress`` version number."""
+    return socket.AF_INET if version == 4 else socket.AF_INET6
 
 
 class DefaultRoute(NamedTuple):
@@ -29,15 +44,6 @@ class DefaultRoute(NamedTuple):
     ifname: str
     ifindex: int
     gateway: Optional[str]
-
-
-class Lookup(NamedTuple):
-    """What ``ip route get`` says for one address; ``ifname`` None means no route."""
-
-    ifname: Optional[str]
-    gateway: Optional[str]
-    kind: str
-    error: Optional[str] = None
 
 
 class RouteError(Exception):
@@ -96,10 +102,11 @@ class Kernel:
                 return index
         return None
 
-    def default_route(self, ifname: Optional[str] = None) -> Optional[DefaultRoute]:
-        """The lowest-metric IPv4 default route in the main table (on ``ifname``)."""
+    def default_route(self, ifname: Optional[str] = None,
+                      version: int = 4) -> Optional[DefaultRoute]:
+        """The lowest-metric default route of the main table (on ``ifname``)."""
         best = None
-        for msg in self.ipr.get_routes(family=socket.AF_INET, table=MAIN_TABLE):
+        for msg in self.ipr.get_routes(family=family_of(version), table=MAIN_TABLE):
             if msg["dst_len"] != 0 or msg["type"] != RTN_UNICAST:
                 continue
             oif = msg.get_attr("RTA_OIF")
@@ -114,26 +121,61 @@ class Kernel:
                 best = (metric, DefaultRoute(name, oif, msg.get_attr("RTA_GATEWAY")))
         return best[1] if best else None
 
-    def route_get(self, address: ipaddress.IPv4Address) -> Lookup:
+    def answer(self, address: Any) -> Answer:
         """Ask the kernel where ``address`` goes (RTM_GETROUTE honours ip rules)."""
         from pyroute2.netlink.exceptions import NetlinkError
 
         try:
-            msgs = self.ipr.route("get", dst=str(address))
+            msgs = self.ipr.route("get", dst=str(address), family=family_of(address.version))
         except NetlinkError as err:
-            return Lookup(None, None, "error", os.strerror(err.code))
+            return Answer(None, LOOKUP_ERRORS.get(err.code, "error"))
         msg = next(iter(msgs))
-        kind = RTN_TYPES.get(msg["type"], str(msg["type"]))
-        return Lookup(self.ifname(msg.get_attr("RTA_OIF")), msg.get_attr("RTA_GATEWAY"), kind)
+        return Answer(self.ifname(msg.get_attr("RTA_OIF")),
+                      RTN_TYPES.get(msg["type"], str(msg["type"])))
 
-    def replace(self, destination: ipaddress.IPv4Network, gateway: str,
+    def tables(self, version: int) -> Tables:
+        """All routes in tables that rules can reach, and rule selectors, of one family.
+
+        One dump of each; the analysis indexes them once for every expected CIDR.
+        """
+        family = family_of(version)
+        rules, reachable = [], set()
+        for msg in self.ipr.get_rules(family=family):
+            action, table = msg["action"], msg.get_attr("FRA_TABLE") or msg["table"]
+            if action == FR_ACT_TO_TBL:
+                reachable.add(table)
+            dst = msg.get_attr("FRA_DST")
+            if dst and msg["dst_len"]:
+                verb = f"lookup {table}" if action == FR_ACT_TO_TBL else \
+                    RULE_ACTIONS.get(action, f"action {action}")
+                rules.append(Rule(ipaddress.ip_network(f"{dst}/{msg['dst_len']}"),
+                                  msg.get_attr("FRA_PRIORITY") or 0, verb))
+        routes = []
+        for msg in self.ipr.get_routes(family=family, table=None):
+            table = msg.get_attr("RTA_TABLE") or msg["table"]
+            if table not in reachable:
+                continue
+            dst = msg.get_attr("RTA_DST") or ("0.0.0.0" if version == 4 else "::")
+            routes.append(TableRoute(
+                network=ipaddress.ip_network(f"{dst}/{msg['dst_len']}"),
+                table=table,
+                kind=RTN_TYPES.get(msg["type"], str(msg["type"])),
+                ifname=self.ifname(msg.get_attr("RTA_OIF")),
+                gateway=msg.get_attr("RTA_GATEWAY"),
+                proto=PROTOS.get(msg["proto"], str(msg["proto"])),
+                scope_link=msg["scope"] == RT_SCOPE_LINK,
+                metric=msg.get_attr("RTA_PRIORITY") or 0,
+            ))
+        return Tables(routes, rules)
+
+    def replace(self, destination: Any, gateway: str,
                 ifindex: int, metric: Optional[int]) -> None:
-        """``ip -4 route replace`` tagged with our protocol; RouteError says why not."""
+        """``ip route replace`` tagged with our protocol; RouteError says why not."""
         from pyroute2.netlink.exceptions import NetlinkError
 
         args: Dict[str, Any] = dict(
             dst=str(destination.network_address), dst_len=destination.prefixlen,
-            gateway=gateway, oif=ifindex, family=socket.AF_INET,
+            gateway=gateway, oif=ifindex, family=family_of(destination.version),
             table=MAIN_TABLE, proto=RTPROT_HOSTROUTING,
         )
         if metric is not None:

@@ -1,21 +1,24 @@
-"""check-overlap: does every expected CIDR leave through the default interface?
+"""check-overlap: does every part of every expected CIDR leave through the default interface?
 
 Keeps upstream's contract so existing tooling keeps working: the marker files
-``route-overlap.detected`` (same line formats) and ``route-overlap.ok`` in the
-run directory, WARN exits 0, STRICT exits 1 on any finding.  Adds
-``status.json``: one entry per CIDR with the interface it really routes via.
+``route-overlap.detected`` and ``route-overlap.ok`` in the run directory, WARN
+exits 0, STRICT exits 1 on any finding, and the first line per CIDR in
+upstream's exact format.  Unlike upstream, the verdict covers the whole CIDR
+(``analysis.py``): every further bad range gets its own ``RANGE:`` line naming
+the route that causes it, and ``status.json`` carries all of it.  IPv6 expected
+CIDRs are compared with the interface of the IPv6 default route.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
-import ipaddress
 import json
 import os
 from typing import Any, Dict, List, NamedTuple, Optional
 
-from .config import HostRouting
+from .analysis import Finding, Tables, analyze
+from .config import HostRouting, IPNetwork
 from .effects import write_atomic
 from .netlink import DefaultRoute, Kernel
 from .routes import Waiter
@@ -26,93 +29,133 @@ OK = "route-overlap.ok"
 STATUS = "status.json"
 
 
-class Finding(NamedTuple):
-    """The verdict for one expected CIDR."""
+class CidrResult(NamedTuple):
+    """The verdict for one expected CIDR: all its regions, and the bad ones."""
 
-    cidr: ipaddress.IPv4Network
-    probe: ipaddress.IPv4Address
-    interface: Optional[str]
-    kind: str
-    status: str  # "ok", "overlap" or "no-route"
+    cidr: IPNetwork
+    expected_if: str
+    findings: List[Finding]
 
-    def marker_line(self, default_if: str) -> str:
-        """Upstream's exact line for a mismatch."""
-        if self.status == "no-route":
-            return (f"NO-ROUTE: expected CIDR {self.cidr} (probe {self.probe}) has no IPv4 "
-                    f"route; expected via {default_if}")
-        return (f"OVERLAP: expected CIDR {self.cidr} (probe {self.probe}) routes via "
-                f"{self.interface}, expected {default_if}")
+    @property
+    def bad(self) -> List[Finding]:
+        return [f for f in self.findings if f.status != "ok"]
+
+    @property
+    def status(self) -> str:
+        return self.bad[0].status if self.bad else "ok"
+
+    def lines(self) -> List[str]:
+        """Upstream's line for the first bad range, then a RANGE line per further one.
+
+        Every range, with the route that causes it, is in status.json.
+        """
+        if not self.bad:
+            return []
+        first = self.bad[0]
+        family = "IPv4" if self.cidr.version == 4 else "IPv6"
+        if first.status == "no-route":
+            out = [f"NO-ROUTE: expected CIDR {self.cidr} (probe {first.region.probe}) has no "
+                   f"{family} route; expected via {self.expected_if}"]
+        else:
+            out = [f"OVERLAP: expected CIDR {self.cidr} (probe {first.region.probe}) routes via "
+                   f"{first.answer.ifname}, expected {self.expected_if}"]
+        for f in self.bad[1:]:
+            where = f"via {f.answer.ifname}" if f.status == "overlap" else f"to {f.answer.kind}"
+            out.append(f"  RANGE: {f.region.describe()} of {self.cidr} goes {where} "
+                       f"(probe {f.region.probe}; route: {f.culprit or 'unknown'})")
+        return out
+
+    def to_dict(self) -> Dict[str, Any]:
+        head = self.bad[0] if self.bad else (self.findings[0] if self.findings else None)
+        return {
+            "cidr": str(self.cidr),
+            "family": f"ipv{self.cidr.version}",
+            "probe": str(head.region.probe) if head else None,
+            "interface": head.answer.ifname if head else None,
+            "route_type": head.answer.kind if head else None,
+            "expected_interface": self.expected_if,
+            "status": self.status,
+            "shadowed": [{
+                "range": f.region.describe(),
+                "cidrs": [str(n) for n in f.region.networks()],
+                "probe": str(f.region.probe),
+                "interface": f.answer.ifname,
+                "route_type": f.answer.kind,
+                "status": f.status,
+                "culprit": f.culprit,
+            } for f in self.bad],
+        }
 
 
 class Report(NamedTuple):
     """Everything one check found; ``ok`` is the single verdict."""
 
     mode: str
-    default: Optional[DefaultRoute]
-    findings: List[Finding]
+    defaults: Dict[int, Optional[DefaultRoute]]  # by IP version, for the versions needed
+    results: List[CidrResult]
 
     @property
-    def problems(self) -> List[Finding]:
-        return [f for f in self.findings if f.status != "ok"]
+    def missing_defaults(self) -> List[int]:
+        return [v for v, route in sorted(self.defaults.items()) if route is None]
 
     @property
     def ok(self) -> bool:
-        return self.default is not None and not self.problems
+        return not self.missing_defaults and not any(r.bad for r in self.results)
 
     def lines(self) -> List[str]:
-        """The ``.detected`` content, one line per finding (empty when ok)."""
-        if self.default is None:
-            return ["no-default-route"]
-        return [f.marker_line(self.default.ifname) for f in self.problems]
+        """The ``.detected`` content (empty when ok)."""
+        out = ["no-default-route" if v == 4 else "no-default-route-ipv6"
+               for v in self.missing_defaults]
+        for result in self.results:
+            out.extend(result.lines())
+        return out
 
     def to_dict(self) -> Dict[str, Any]:
-        default_if = self.default.ifname if self.default else None
+        v4 = self.defaults.get(4)
         return {
-            "version": 1,
+            "version": 2,
             "mode": self.mode,
             "ok": self.ok,
             "checked_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-            "default_interface": default_if,
-            "default_gateway": self.default.gateway if self.default else None,
-            "cidrs": [{
-                "cidr": str(f.cidr), "probe": str(f.probe), "interface": f.interface,
-                "expected_interface": default_if, "route_type": f.kind, "status": f.status,
-            } for f in self.findings],
+            "default_interface": v4.ifname if v4 else None,
+            "default_gateway": v4.gateway if v4 else None,
+            "defaults": {f"ipv{v}": (r._asdict() if r else None)
+                         for v, r in sorted(self.defaults.items())},
+            "shadowed_ranges": sum(len(r.bad) for r in self.results),
+            "cidrs": [r.to_dict() for r in self.results],
         }
 
 
-def probe_for(cidr: ipaddress.IPv4Network) -> ipaddress.IPv4Address:
-    """Upstream's probe: network+1, or the address itself for a /32."""
-    if cidr.prefixlen == 32:
-        return cidr.network_address
-    return cidr.network_address + 1
-
-
 def check(cfg: HostRouting, kernel: Kernel, waiter: Waiter) -> Report:
-    """Look up one probe per expected CIDR and compare with the default interface."""
-    default = waiter.until(kernel.default_route)
-    findings = []
-    if default is not None:
-        for cidr in cfg.expected_cidrs:
-            probe = probe_for(cidr)
-            look = kernel.route_get(probe)
-            if look.ifname is None:
-                status = "no-route"
-            elif look.ifname != default.ifname:
-                status = "overlap"
-            else:
-                status = "ok"
-            findings.append(Finding(cidr, probe, look.ifname, look.kind, status))
-    return Report(cfg.mode, default, findings)
+    """Analyse every expected CIDR against the kernel's tables and lookups.
+
+    The IPv4 default route is always required (upstream's guard); the IPv6 one
+    only when an IPv6 CIDR is expected.
+    """
+    versions = {c.version for c in cfg.expected_cidrs} | {4}
+    defaults = {v: waiter.until(lambda v=v: kernel.default_route(version=v))  # type: ignore[misc]
+                for v in sorted(versions)}
+    tables: Dict[int, Tables] = {}
+    results = []
+    for cidr in cfg.expected_cidrs:
+        default = defaults[cidr.version]
+        if default is None:
+            continue
+        if cidr.version not in tables:
+            tables[cidr.version] = kernel.tables(cidr.version)
+        findings = analyze(cidr, tables[cidr.version], kernel.answer, default.ifname)
+        results.append(CidrResult(cidr, default.ifname, findings))
+    return Report(cfg.mode, defaults, results)
 
 
 def action_hint(report: Report) -> str:
     """What to do about the findings (printed after them, like upstream)."""
-    default_if = report.default.ifname if report.default else "the default interface"
-    if report.default is None:
-        return ("Action: the host has no IPv4 default route; fix DHCP or the network "
-                "config before the checks can pass.")
-    return (f"Action: add more-specific static routes for the CIDRs above via {default_if} "
+    if report.missing_defaults:
+        return ("Action: the host has no default route for "
+                + " and ".join(f"IPv{v}" for v in report.missing_defaults)
+                + "; fix DHCP or the network config before the checks can pass.")
+    default_if = ", ".join(sorted({r.expected_if for r in report.results if r.bad}))
+    return (f"Action: add more-specific static routes for the ranges above via {default_if} "
             "(host_routing.static_routes), or re-address the cluster so it does not "
             "overlap the InfiniBand network.")
 

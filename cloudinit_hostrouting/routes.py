@@ -60,13 +60,15 @@ class _Resolver:
 
     def __init__(self, kernel: Kernel, waiter: Waiter):
         self.kernel, self.waiter = kernel, waiter
-        self.defaults: Dict[Optional[str], Optional[DefaultRoute]] = {}
+        self.defaults: Dict[Tuple[Optional[str], int], Optional[DefaultRoute]] = {}
         self.indexes: Dict[str, Optional[int]] = {}
 
-    def default(self, dev: Optional[str]) -> Optional[DefaultRoute]:
-        if dev not in self.defaults:
-            self.defaults[dev] = self.waiter.until(lambda: self.kernel.default_route(dev))
-        return self.defaults[dev]
+    def default(self, dev: Optional[str], version: int) -> Optional[DefaultRoute]:
+        key = (dev, version)
+        if key not in self.defaults:
+            self.defaults[key] = self.waiter.until(
+                lambda: self.kernel.default_route(dev, version=version))
+        return self.defaults[key]
 
     def index(self, dev: str) -> Optional[int]:
         if dev not in self.indexes:
@@ -76,12 +78,13 @@ class _Resolver:
     def resolve(self, route: Route) -> Tuple[str, int, str]:
         """(dev, ifindex, gateway) for ``route``, or RouteError saying what is missing."""
         dev, gateway = route.dev, route.gateway
+        version = route.destination.version
         if dev is None or gateway is None:
-            found = self.default(dev)
+            found = self.default(dev, version)
             if found is None:
                 where = f" on {dev}" if dev else ""
-                raise RouteError(f"no IPv4 default route{where} appeared within the wait; "
-                                 "set dev and gateway explicitly or check DHCP")
+                raise RouteError(f"no IPv{version} default route{where} appeared within "
+                                 "the wait; set dev and gateway explicitly or check DHCP")
             if found.gateway is None:
                 raise RouteError(f"the default route on {found.ifname} has no gateway; "
                                  "set gateway explicitly")

@@ -10,6 +10,7 @@ The ``dummy`` link type does not exist on this machine, hence veth pairs.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import subprocess
 import sys
@@ -17,9 +18,12 @@ import uuid
 from typing import List, Optional
 
 ETH_ADDR, ETH_GW = "10.1.0.4/24", "10.1.0.1"
-IB_ADDR, IB_PEER = "10.0.200.5/16", "10.0.200.1/16"
+IB_ADDR = "10.0.200.5/16"
 CLUSTER_CIDR = "10.0.5.0/24"
 IB_PEER_PROBE = "10.0.77.1"  # inside the IB /16, outside the cluster CIDR
+# IPv6 twins, for the dual-stack tests: eth0's default route, and a /48 on ib0.
+ETH6_ADDR, ETH6_GW = "fd00:1::4/64", "fd00:1::1"
+IB6_ADDR, IB6_PEER = "fd00:a::5/48", "fd00:a::1/48"
 
 
 def sh(*argv: str, check: bool = True, timeout: float = 20) -> subprocess.CompletedProcess:
@@ -33,7 +37,8 @@ def sh(*argv: str, check: bool = True, timeout: float = 20) -> subprocess.Comple
 class NDHost:
     """A pair of namespaces: ``self.ns`` is the node, ``self.peer`` the network."""
 
-    def __init__(self, default_route: bool = True, ib: bool = True):
+    def __init__(self, default_route: bool = True, ib: bool = True,
+                 ib_addr: str = IB_ADDR, ipv6: bool = False):
         tag = uuid.uuid4().hex[:8]
         self.ns, self.peer = f"hr{tag}", f"hr{tag}p"
         self._made: List[str] = []
@@ -43,9 +48,11 @@ class NDHost:
                 self._made.append(name)
             self._veth("eth0", "p-eth0", ETH_ADDR, ETH_GW + "/24", tag)
             if ib:
-                self.add_ib()
+                self.add_ib(ib_addr)
             if default_route:
                 self.add_default()
+            if ipv6:
+                self.add_ipv6(default_route)
         except BaseException:
             self.close()
             raise
@@ -63,9 +70,19 @@ class NDHost:
         sh("ip", "-n", self.peer, "link", "set", "lo", "up")
         self.ip("link", "set", "lo", "up")
 
-    def add_ib(self) -> None:
+    def add_ib(self, addr: str = IB_ADDR) -> None:
         """The IPoIB interface with its /16 (on Azure the guest agent does this late)."""
-        self._veth("ib0", "p-ib0", IB_ADDR, IB_PEER, uuid.uuid4().hex[:6])
+        peer = str(ipaddress.ip_interface(addr).network.network_address + 1)
+        self._veth("ib0", "p-ib0", addr, f"{peer}/{addr.split('/')[1]}", uuid.uuid4().hex[:6])
+
+    def add_ipv6(self, default_route: bool = True) -> None:
+        """IPv6 on both links (no DAD, so addresses are usable at once)."""
+        for dev, peer_dev, addr, peer in (("eth0", "p-eth0", ETH6_ADDR, ETH6_GW + "/64"),
+                                          ("ib0", "p-ib0", IB6_ADDR, IB6_PEER)):
+            self.ip("-6", "addr", "add", addr, "dev", dev, "nodad")
+            sh("ip", "-n", self.peer, "-6", "addr", "add", peer, "dev", peer_dev, "nodad")
+        if default_route:
+            self.ip("-6", "route", "replace", "default", "via", ETH6_GW, "dev", "eth0")
 
     def add_default(self) -> None:
         self.ip("route", "replace", "default", "via", ETH_GW, "dev", "eth0")

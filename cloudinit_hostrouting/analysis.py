@@ -1,0 +1,250 @@
+"""Complete shadow analysis: every sub-range of an expected CIDR that goes astray.
+
+Upstream probes one address (network+1) per expected CIDR, so an expected
+10.0.0.0/8 with an IB 10.5.0.0/16 inside it passes while a whole /16 of the
+cluster is blackholed.  Here the route tables propose and the kernel decides:
+
+1. Every route prefix (in every table a rule can reach) and every ``ip rule``
+   destination selector that lies inside the expected CIDR is a boundary.
+   Prefixes nest or are disjoint, so they form a tree; the *region* of a prefix
+   is the prefix minus its children.  Within one region every address is
+   covered by the same set of prefixes, so the kernel's answer is the same for
+   all of them (multipath routes aside, which hash per flow).
+2. One representative address per region is looked up with a real
+   RTM_GETROUTE, which honours policy rules.  The kernel's answer is the truth;
+   the tables only explain it (the *culprit* route named in the report).
+
+Cost: the partition is built with sorting and bisection, so the work is
+O((routes + CIDRs) log routes) plus one lookup per region, never routes x CIDRs.
+This module is pure: lookups arrive through a callable, so tests can drive it
+against the real kernel (in a namespace) or reason about it directly.
+"""
+
+from __future__ import annotations
+
+import bisect
+import ipaddress
+from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+
+IPNetwork = ipaddress._BaseNetwork  # IPv4Network or IPv6Network
+IPAddress = ipaddress._BaseAddress
+
+# Route types that do not decide where traffic for other addresses goes: the
+# host's own addresses (local) and link broadcast/anycast/multicast entries.
+# They are kept out of the regions, and representatives avoid them.
+PASSIVE_TYPES = frozenset({"local", "broadcast", "anycast", "multicast"})
+NO_ROUTE_TYPES = frozenset({"blackhole", "unreachable", "prohibit", "throw", "error"})
+
+
+class TableRoute(NamedTuple):
+    """One route from a kernel table, reduced to what the analysis needs."""
+
+    network: IPNetwork
+    table: int
+    kind: str  # unicast, local, blackhole, ...
+    ifname: Optional[str]
+    gateway: Optional[str]
+    proto: str
+    scope_link: bool
+    metric: int
+
+    def describe(self) -> str:
+        """The route as ``ip route`` prints it (without src), e.g. for the report."""
+        parts = [] if self.kind == "unicast" else [self.kind]
+        parts.append(str(self.network))
+        if self.gateway:
+            parts.append(f"via {self.gateway}")
+        if self.ifname and self.kind not in NO_ROUTE_TYPES:
+            parts.append(f"dev {self.ifname}")
+        if self.table != 254:
+            parts.append(f"table {self.table}")
+        parts.append(f"proto {self.proto}")
+        if self.scope_link:
+            parts.append("scope link")
+        if self.metric:
+            parts.append(f"metric {self.metric}")
+        return " ".join(parts)
+
+
+class Rule(NamedTuple):
+    """An ``ip rule`` destination selector (rules without one add no boundary)."""
+
+    network: IPNetwork
+    priority: int
+    action: str  # "lookup 100", "blackhole", ...
+
+    def describe(self) -> str:
+        return f"rule {self.priority}: to {self.network} {self.action}"
+
+
+class Answer(NamedTuple):
+    """The kernel's verdict for one address: interface and route type, or an error type."""
+
+    ifname: Optional[str]
+    kind: str
+
+
+class Region(NamedTuple):
+    """A prefix minus the more-specific prefixes inside it; ``probe`` lies in it."""
+
+    prefix: IPNetwork
+    holes: Tuple[IPNetwork, ...]
+    probe: IPAddress
+
+    def networks(self) -> List[IPNetwork]:
+        """The region as an exact list of CIDRs."""
+        out = [self.prefix]
+        for hole in self.holes:
+            nxt: List[IPNetwork] = []
+            for net in out:
+                if hole.subnet_of(net):
+                    nxt.extend(net.address_exclude(hole))
+                else:
+                    nxt.append(net)
+            out = nxt
+        return sorted(out)
+
+    def describe(self) -> str:
+        if not self.holes:
+            return str(self.prefix)
+        return f"{self.prefix} except {', '.join(str(h) for h in self.holes)}"
+
+
+class Finding(NamedTuple):
+    """One region of an expected CIDR and where the kernel sends it."""
+
+    region: Region
+    answer: Answer
+    status: str  # ok, overlap, no-route
+    culprit: Optional[str]
+
+
+class Tables:
+    """One family's routes and rules, indexed once and shared by every expected CIDR."""
+
+    def __init__(self, routes: Iterable[TableRoute], rules: Iterable[Rule]):
+        self.routes = list(routes)
+        self.rules = sorted(rules, key=lambda r: r.priority)
+        self.by_prefix: Dict[Tuple[int, int], List[TableRoute]] = {}
+        bounds: Dict[Tuple[int, int], bool] = {}  # (start, plen) -> passive only?
+        for route in self.routes:
+            key = _key(route.network)
+            self.by_prefix.setdefault(key, []).append(route)
+            bounds[key] = bounds.get(key, True) and route.kind in PASSIVE_TYPES
+        for rule in self.rules:
+            bounds[_key(rule.network)] = False
+        self.prefixes = sorted(bounds)  # by start, then shorter prefix first
+        self.starts = [start for start, _ in self.prefixes]
+        self.passive = bounds
+
+    def inside(self, cidr: IPNetwork) -> List[Tuple[int, int]]:
+        """Boundary prefixes strictly inside or equal to ``cidr``, in tree order."""
+        start, plen = _key(cidr)
+        end = start + cidr.num_addresses - 1
+        lo = bisect.bisect_left(self.starts, start)
+        hi = bisect.bisect_right(self.starts, end)
+        return [p for p in self.prefixes[lo:hi] if p[1] >= plen]
+
+    def culprit(self, address: IPAddress, answer: Answer) -> Optional[str]:
+        """The most specific route or rule that explains ``answer`` for ``address``."""
+        bits = address.max_prefixlen
+        value = int(address)
+        best: Optional[TableRoute] = None
+        for plen in range(bits, -1, -1):
+            start = value & (((1 << plen) - 1) << (bits - plen))
+            for route in self.by_prefix.get((start, plen), []):
+                if route.kind in PASSIVE_TYPES and answer.kind not in PASSIVE_TYPES:
+                    continue
+                same_if = route.ifname == answer.ifname or route.kind in NO_ROUTE_TYPES
+                if route.kind == answer.kind and same_if and (
+                        best is None or route.metric < best.metric):
+                    best = route
+            if best is not None:
+                return best.describe()
+        for rule in self.rules:
+            if address in rule.network and rule.action == answer.kind:
+                return rule.describe()
+        return None
+
+
+def _key(net: IPNetwork) -> Tuple[int, int]:
+    return int(net.network_address), net.prefixlen
+
+
+def _network(start: int, plen: int, like: IPNetwork) -> IPNetwork:
+    return ipaddress.ip_network((start, plen)) if like.version == 4 else \
+        ipaddress.IPv6Network((start, plen))
+
+
+def regions(cidr: IPNetwork, tables: Tables) -> List[Region]:
+    """The partition of ``cidr`` into regions, each with a representative probe.
+
+    Regions that are entirely covered by more-specific prefixes, or hold only
+    passive addresses (the host's own), get no probe and are left out.
+    """
+    root = _key(cidr)
+    inner = [p for p in tables.inside(cidr) if p != root]
+    nodes = [root] + [p for p in inner if not tables.passive[p]]
+    children: Dict[Tuple[int, int], List[Tuple[int, int]]] = {n: [] for n in nodes}
+    stack: List[Tuple[int, int]] = [root]
+    bits = cidr.max_prefixlen
+    for pfx in inner:  # tree order: parents before children
+        while not _contains(stack[-1], pfx, bits):
+            stack.pop()
+        children[stack[-1]].append(pfx)
+        if not tables.passive[pfx]:
+            stack.append(pfx)
+    out = []
+    for node in nodes:
+        probe = _representative(node, children[node], bits)
+        if probe is None:
+            continue
+        holes = tuple(_network(s, p, cidr) for s, p in children[node] if not tables.passive[(s, p)])
+        prefix = _network(node[0], node[1], cidr)
+        out.append(Region(prefix, holes, ipaddress.ip_address(probe) if bits == 32
+                          else ipaddress.IPv6Address(probe)))
+    return out
+
+
+def _contains(outer: Tuple[int, int], inner: Tuple[int, int], bits: int) -> bool:
+    start, plen = outer
+    return inner[1] >= plen and (inner[0] >> (bits - plen) if plen else 0) == (
+        start >> (bits - plen) if plen else 0)
+
+
+def _representative(node: Tuple[int, int], kids: Sequence[Tuple[int, int]],
+                    bits: int) -> Optional[int]:
+    """An address of ``node`` outside its children: upstream's network+1 when possible.
+
+    Children are disjoint and sorted by start, so one pass finds the first gap.
+    """
+    start, plen = node
+    end = start + (1 << (bits - plen)) - 1
+    spans = [(s, s + (1 << (bits - p)) - 1) for s, p in kids]
+    preferred = start if plen == bits else start + 1
+    if not any(lo <= preferred <= hi for lo, hi in spans):
+        return preferred
+    candidate = start
+    for lo, hi in spans:
+        if candidate < lo:
+            break
+        candidate = max(candidate, hi + 1)
+    return candidate if candidate <= end else None
+
+
+def analyze(cidr: IPNetwork, tables: Tables, lookup: Callable[[IPAddress], Answer],
+            expected_if: str) -> List[Finding]:
+    """Every region of ``cidr`` with the kernel's answer, bad ones with their culprit."""
+    findings = []
+    for region in regions(cidr, tables):
+        answer = lookup(region.probe)
+        if answer.kind in PASSIVE_TYPES or (
+                answer.kind == "unicast" and answer.ifname == expected_if):
+            status = "ok"
+        elif answer.ifname is None or answer.kind in NO_ROUTE_TYPES:
+            status = "no-route"
+        else:
+            status = "overlap"
+        culprit = None if status == "ok" else tables.culprit(region.probe, answer)
+        findings.append(Finding(region, answer, status, culprit))
+    return findings
