@@ -79,8 +79,19 @@ def cmd_check_overlap(args: argparse.Namespace) -> int:
     with _kernel(args.netns) as kernel:
         report = check(cfg, kernel, Waiter(args.wait))
     write_markers(args.run_dir, report)
-    if args.json:
+    fmt = "json" if args.json else args.format
+    if fmt == "json":
         print(json.dumps(report.to_dict(), indent=2, sort_keys=True))
+    elif fmt == "prometheus":
+        from .signals import prometheus_text
+
+        print(prometheus_text(report), end="")
+    elif fmt == "npd":
+        from .signals import npd_result
+
+        code, message = npd_result(report)
+        print(message)
+        return code
     else:
         for line in report.lines():
             print(line)
@@ -97,6 +108,16 @@ def cmd_check_overlap(args: argparse.Namespace) -> int:
     if report.ok or not cfg.strict:
         return OK
     return FAILED
+
+
+def cmd_guard(args: argparse.Namespace) -> int:
+    from .guard import run
+
+    cfg = _load(args.config)
+    if cfg is None:
+        return USAGE
+    return run(cfg, args.run_dir, args.textfile or cfg.prometheus_textfile,
+               log=lambda line: print(line, flush=True))
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -189,7 +210,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_kernel_opts(p)
     p.add_argument("--run-dir", default="/run/cloudinit-hostrouting", metavar="DIR",
                    help="where markers and status.json go (default /run/cloudinit-hostrouting)")
-    p.add_argument("--json", action="store_true", help="print status.json to stdout")
+    p.add_argument("--format", choices=("text", "json", "prometheus", "npd"), default="text",
+                   help="stdout format: text (default), json (status.json), prometheus "
+                        "(node_exporter textfile), npd (node-problem-detector custom plugin: "
+                        "exit 0 OK, 1 overlap in any mode, 2 unknown)")
+    p.add_argument("--json", action="store_true", help="the same as --format json")
+
+    p = add("guard", cmd_guard,
+            "Watch rtnetlink events and keep routes, markers and metrics right (long-running).")
+    p.add_argument("--config", required=True, metavar="FILE")
+    p.add_argument("--run-dir", default="/run/cloudinit-hostrouting", metavar="DIR")
+    p.add_argument("--textfile", metavar="PATH",
+                   help="node_exporter textfile to keep current (default: "
+                        "host_routing.guard.prometheus_textfile)")
 
     p = add("render", cmd_render,
             "Write exactly what first boot writes, under DIR, without calling systemctl.")

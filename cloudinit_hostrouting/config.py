@@ -63,6 +63,9 @@ class HostRouting:
     expected_cidrs: Tuple[IPNetwork, ...] = ()
     gate_units: Tuple[str, ...] = DEFAULT_GATE_UNITS
     azure_suggest: bool = False
+    guard: bool = False
+    auto_mitigate: bool = False
+    prometheus_textfile: Optional[str] = None
     warnings: Tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -81,6 +84,11 @@ class HostRouting:
                 "expected_cidrs": [str(c) for c in self.expected_cidrs],
             },
             "gate_units": list(self.gate_units),
+            "guard": {
+                "enabled": self.guard, "auto_mitigate": self.auto_mitigate,
+                **({"prometheus_textfile": self.prometheus_textfile}
+                   if self.prometheus_textfile else {}),
+            },
             "azure": {"suggest": self.azure_suggest},
         }
 
@@ -106,6 +114,15 @@ def parse(raw: Any) -> HostRouting:
     routes = _parse_routes(static, problems, warnings)
     overlap = _mapping(raw.get("route_overlap"))
     expected = _parse_expected(overlap.get("expected_cidrs"), problems, warnings)
+    guard = _mapping(raw.get("guard"))
+    if ".." in str(guard.get("prometheus_textfile", "")).split("/"):
+        problems.append(Problem("host_routing.guard.prometheus_textfile",
+                                guard["prometheus_textfile"], "climbs with '..'",
+                                "Fix: give the plain absolute path."))
+    if guard.get("auto_mitigate") and not guard.get("enabled"):
+        problems.append(Problem("host_routing.guard.auto_mitigate", True,
+                                "needs the guard, which is not enabled",
+                                "Fix: set host_routing.guard.enabled: true as well."))
     gates = raw.get("gate_units", DEFAULT_GATE_UNITS)
     for i, unit in enumerate(gates if isinstance(gates, list) else []):
         if unit in OUR_UNITS:
@@ -125,6 +142,9 @@ def parse(raw: Any) -> HostRouting:
         expected_cidrs=tuple(expected),
         gate_units=tuple(gates),
         azure_suggest=raw.get("azure", {}).get("suggest", False),
+        guard=guard.get("enabled", False),
+        auto_mitigate=guard.get("auto_mitigate", False),
+        prometheus_textfile=guard.get("prometheus_textfile"),
         warnings=tuple(warnings),
     )
 

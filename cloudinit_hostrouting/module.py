@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from typing import Any, List
 
 from cloudinit.settings import PER_INSTANCE
 
 from .config import STRICT, ConfigError, HostRouting, parse
 from .effects import apply_plan, run
-from .render import CHECK_UNIT, CONFIG_PATH, STATIC_UNIT, Entry, plan
+from .render import CONFIG_PATH, Entry, plan
 
 LOG = logging.getLogger(__name__)
 
@@ -80,7 +81,8 @@ def _install(entries: List[Entry]) -> None:
         return
     LOG.info("host_routing: wrote %s", ", ".join(changed))
     run(["systemctl", "daemon-reload"])
-    run(["systemctl", "start", "--no-block", STATIC_UNIT, CHECK_UNIT])
+    enabled = [os.path.basename(e.path) for e in entries if e.link_to is not None]
+    run(["systemctl", "start", "--no-block", *enabled])
 
 
 def _asks_strict(raw: Any) -> bool:
@@ -107,11 +109,8 @@ def fail_closed_plan(raw: Any) -> List[Entry]:
 
 def _azure_suggest(raw: Any) -> None:
     """Opt-in IMDS suggestion at first boot; never fails the module."""
-    try:
-        from .azure import suggest_at_boot
-    except ImportError:  # pragma: no cover
-        LOG.warning("host_routing.azure.suggest: helper unavailable in this build")
-        return
+    from .azure import suggest_at_boot
+
     text = suggest_at_boot({"host_routing": raw}, "/run/cloudinit-hostrouting", 10.0, None)
     if text:
         LOG.info("host_routing: Azure suggestion (also in "

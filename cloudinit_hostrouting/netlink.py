@@ -16,7 +16,7 @@ import socket
 from typing import Any, Dict, List, NamedTuple, Optional
 
 from .analysis import Answer, Rule, TableRoute, Tables
-from .render import RTPROT_HOSTROUTING
+from .render import RTPROT_HOSTROUTING, RTPROT_HOSTROUTING_AUTO
 
 MAIN_TABLE = 254
 RTN_UNICAST = 1
@@ -27,7 +27,8 @@ LOOKUP_ERRORS = {errno.EINVAL: "blackhole", errno.EHOSTUNREACH: "unreachable",
                  errno.EACCES: "prohibit", errno.ENETUNREACH: "unreachable",
                  errno.EAGAIN: "throw"}
 PROTOS = {0: "unspec", 1: "redirect", 2: "kernel", 3: "boot", 4: "static", 9: "ra",
-          16: "dhcp", RTPROT_HOSTROUTING: "hostrouting"}
+          16: "dhcp", RTPROT_HOSTROUTING: "hostrouting",
+          RTPROT_HOSTROUTING_AUTO: "hostrouting-auto"}
 RULE_ACTIONS = {6: "blackhole", 7: "unreachable", 8: "prohibit"}
 FR_ACT_TO_TBL = 1
 RT_SCOPE_LINK = 253
@@ -168,15 +169,15 @@ class Kernel:
             ))
         return Tables(routes, rules)
 
-    def replace(self, destination: Any, gateway: str,
-                ifindex: int, metric: Optional[int]) -> None:
+    def replace(self, destination: Any, gateway: str, ifindex: int, metric: Optional[int],
+                proto: int = RTPROT_HOSTROUTING) -> None:
         """``ip route replace`` tagged with our protocol; RouteError says why not."""
         from pyroute2.netlink.exceptions import NetlinkError
 
         args: Dict[str, Any] = dict(
             dst=str(destination.network_address), dst_len=destination.prefixlen,
             gateway=gateway, oif=ifindex, family=family_of(destination.version),
-            table=MAIN_TABLE, proto=RTPROT_HOSTROUTING,
+            table=MAIN_TABLE, proto=proto,
         )
         if metric is not None:
             args["priority"] = metric
@@ -185,13 +186,28 @@ class Kernel:
         except NetlinkError as err:
             raise RouteError(_explain(err.code, gateway)) from err
 
-    def our_routes(self) -> List[str]:
-        """Destinations of routes tagged with our protocol, for tests and status."""
-        out = []
-        for msg in self.ipr.get_routes(family=socket.AF_INET, table=MAIN_TABLE,
-                                       proto=RTPROT_HOSTROUTING):
-            out.append(f"{msg.get_attr('RTA_DST')}/{msg['dst_len']}")
-        return out
+    def tagged(self, proto: int, version: int) -> List[Any]:
+        """Destinations of main-table routes carrying ``proto`` (ours are told by it)."""
+        family = family_of(version)
+        return [ipaddress.ip_network(f"{msg.get_attr('RTA_DST')}/{msg['dst_len']}")
+                for msg in self.ipr.get_routes(family=family, table=MAIN_TABLE)
+                if msg["proto"] == proto and msg.get_attr("RTA_DST")]
+
+    def delete(self, destination: Any, proto: int) -> None:
+        """Delete a route *only* if it carries ``proto``: the kernel checks the tag."""
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        try:
+            self.ipr.route("del", dst=str(destination.network_address),
+                           dst_len=destination.prefixlen, table=MAIN_TABLE, proto=proto,
+                           family=family_of(destination.version))
+        except NetlinkError as err:
+            if err.code != errno.ESRCH:
+                raise RouteError(f"kernel refused: {os.strerror(err.code)}") from err
+
+    def forget_links(self) -> None:
+        """Drop the name cache after link events (renames, re-created interfaces)."""
+        self._names = {}
 
 
 def _explain(code: int, gateway: str) -> str:

@@ -24,12 +24,15 @@ MANIFEST_PATH = "/etc/cloudinit-hostrouting/manifest.json"
 UNIT_DIR = "/etc/systemd/system"
 STATIC_UNIT = "hostrouting-static-routes.service"
 CHECK_UNIT = "hostrouting-route-overlap.service"
+GUARD_UNIT = "hostrouting-guard.service"
 DROPIN_NAME = "50-hostrouting.conf"
 PROTOS_PATH = "/etc/iproute2/rt_protos.d/cloudinit-hostrouting.conf"
 # Our routes carry this rtnetlink protocol, so they can always be told apart
 # from everyone else's (`ip route show proto hostrouting`).  Unused by the kernel
 # and by iproute2's reserved list.
 RTPROT_HOSTROUTING = 214
+# Routes the guard adds on its own (auto_mitigate), so it can reconcile exactly them.
+RTPROT_HOSTROUTING_AUTO = 215
 
 HEADER = (
     "# Written by cloudinit-hostrouting (cloud-init module host_routing).\n"
@@ -85,6 +88,25 @@ WantedBy=multi-user.target
 """
 
 
+def guard_unit(python: str) -> str:
+    """The opt-in long-running guard; stopping it leaves every route as it is."""
+    return HEADER.format(config=CONFIG_PATH) + f"""\
+[Unit]
+Description=Keep host routes right after boot (cloudinit-hostrouting guard)
+Wants={STATIC_UNIT}
+After={STATIC_UNIT} {CHECK_UNIT}
+
+[Service]
+Type=notify
+ExecStart={python} -m cloudinit_hostrouting guard --config {CONFIG_PATH}
+Restart=on-failure
+RestartSec=2s
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
 def gate_dropin(strict: bool) -> str:
     """Order a gated unit after both oneshots; in STRICT also require them.
 
@@ -105,7 +127,7 @@ After={STATIC_UNIT} {CHECK_UNIT}
 
 def protos_file() -> str:
     """Names our route protocol for iproute2, so `ip route` shows `proto hostrouting`."""
-    return f"{RTPROT_HOSTROUTING}\thostrouting\n"
+    return f"{RTPROT_HOSTROUTING}\thostrouting\n{RTPROT_HOSTROUTING_AUTO}\thostrouting-auto\n"
 
 
 def plan(cfg: HostRouting, python: Optional[str] = None) -> List[Entry]:
@@ -123,9 +145,13 @@ def plan(cfg: HostRouting, python: Optional[str] = None) -> List[Entry]:
         Entry(f"{UNIT_DIR}/{STATIC_UNIT}", static_unit(py)),
         Entry(f"{UNIT_DIR}/{CHECK_UNIT}", check_unit(py)),
     ]
+    units = [STATIC_UNIT, CHECK_UNIT]
+    if cfg.guard:
+        entries.append(Entry(f"{UNIT_DIR}/{GUARD_UNIT}", guard_unit(py)))
+        units.append(GUARD_UNIT)
     for unit in cfg.gate_units:
         entries.append(Entry(f"{UNIT_DIR}/{unit}.d/{DROPIN_NAME}", gate_dropin(cfg.strict)))
-    for unit in (STATIC_UNIT, CHECK_UNIT):
+    for unit in units:
         entries.append(Entry(f"{UNIT_DIR}/multi-user.target.wants/{unit}",
                              link_to=f"{UNIT_DIR}/{unit}"))
     return entries

@@ -33,6 +33,7 @@ UNIT_NAME_PATTERN = (
     r"^[A-Za-z0-9:_.\\-]+(@[A-Za-z0-9:_.\\-]*)?"
     r"\.(service|socket|target|device|mount|automount|swap|path|timer|slice|scope)$"
 )
+PROM_PATH_PATTERN = r"^/[A-Za-z0-9_./-]{1,250}\.prom$"
 MODE_PATTERN = r"^([Ww][Aa][Rr][Nn]|[Ss][Tt][Rr][Ii][Cc][Tt])$"
 
 _CIDR_DESC = (
@@ -160,6 +161,40 @@ HOST_ROUTING_SCHEMA: Dict[str, Any] = {
                 "Units that start only after both checks (default: "
                 "[systemd-nspawn@.service]). Fix: a list of systemd unit names."
             ),
+        },
+        "guard": {
+            "type": "object",
+            "additionalProperties": False,
+            "description": (
+                "A long-running guard that keeps routes right after boot. Fix: a mapping "
+                "with enabled, auto_mitigate and prometheus_textfile."
+            ),
+            "properties": {
+                "enabled": {
+                    "type": "boolean",
+                    "description": (
+                        "Run hostrouting-guard.service: re-install our routes when they "
+                        "vanish and re-check on every route, address or link change. "
+                        "Fix: true or false."
+                    ),
+                },
+                "auto_mitigate": {
+                    "type": "boolean",
+                    "description": (
+                        "Also route every newly shadowed expected range via the default "
+                        "interface (tagged proto hostrouting-auto). Fix: true or false."
+                    ),
+                },
+                "prometheus_textfile": {
+                    "type": "string",
+                    "pattern": PROM_PATH_PATTERN,
+                    "description": (
+                        "Where the guard keeps node_exporter textfile metrics current. "
+                        "Fix: an absolute path ending in .prom, e.g. "
+                        "/var/lib/node_exporter/textfile_collector/hostrouting.prom."
+                    ),
+                },
+            },
         },
         "azure": {
             "type": "object",

@@ -1,0 +1,293 @@
+"""guard: keep routes right after boot, driven by rtnetlink events.
+
+A oneshot at boot cannot see what happens next on a real ND-isr node: the
+Azure guest agent adds the ib0 /16 up to a minute later, systemd-networkd drops
+routes it did not configure when it reconfigures a link, IB drivers reload.
+The guard subscribes to route, address and link events (no polling) and, after
+each burst of events, reconciles:
+
+1. re-installs any of our static routes that vanished;
+2. re-runs the complete analysis and rewrites the markers, status.json and,
+   if configured, the node_exporter textfile;
+3. with ``auto_mitigate``, routes every shadowed expected range via the default
+   interface, tagged ``hostrouting-auto`` (proto 215) so exactly those routes
+   are removed again when their cause goes away or the config changes.
+
+Bursts are debounced, reconciles are spaced out, and a reconcile streak that
+keeps changing routes (another daemon undoing ours) backs off exponentially,
+with a log line, rather than fighting in a tight loop.  Stopping the guard
+leaves every route as it is.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+from typing import Any, Callable, List, Optional, Set, Tuple
+
+from .analysis import Tables
+from .config import HostRouting
+from .effects import write_atomic
+from .netlink import Kernel, RouteError
+from .overlap import Report, check, write_markers
+from .render import RTPROT_HOSTROUTING, RTPROT_HOSTROUTING_AUTO
+from .routes import Waiter, apply_routes
+from .signals import prometheus_text
+
+QUIET_S = 0.05  # an event burst is over after this much silence...
+MAX_DEBOUNCE_S = 0.3  # ...or after this long, whichever comes first
+MIN_INTERVAL_S = 0.2  # at most five reconciles a second
+STREAK_LIMIT = 5  # reconciles in a row that changed routes before backing off
+MAX_BACKOFF_S = 60.0
+
+
+def sd_notify(state: str) -> None:
+    """Tell systemd (Type=notify) we are ready; a no-op outside systemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.connect(address)
+        sock.sendall(state.encode())
+
+
+class Pacer:
+    """Decides when the next reconcile may run: debounce, spacing and back-off."""
+
+    def __init__(self, log: Callable[[str], None]):
+        self.log = log
+        self.streak = 0
+        self.last_run = float("-inf")
+        self.first_event: Optional[float] = None
+        self.last_event = 0.0
+
+    def event(self, now: float) -> None:
+        if self.first_event is None:
+            self.first_event = now
+        self.last_event = now
+
+    def due(self) -> Optional[float]:
+        """When to reconcile next, or None when nothing is pending."""
+        if self.first_event is None:
+            return None
+        settle = min(self.last_event + QUIET_S, self.first_event + MAX_DEBOUNCE_S)
+        return max(settle, self.last_run + self.spacing())
+
+    def spacing(self) -> float:
+        if self.streak < STREAK_LIMIT:
+            return MIN_INTERVAL_S
+        return min(MAX_BACKOFF_S, MIN_INTERVAL_S * 2 ** (self.streak - STREAK_LIMIT + 1))
+
+    def ran(self, now: float, changed: bool) -> None:
+        self.first_event = None
+        self.last_run = now
+        self.streak = self.streak + 1 if changed else 0
+        if changed and self.streak >= STREAK_LIMIT:
+            self.log(f"guard: routes changed on {self.streak} reconciles in a row (is another "
+                     f"daemon removing them?); backing off {self.spacing():.1f}s")
+
+
+class Guard:
+    """Reconciles the kernel with the config; every side effect goes through ``kernel``."""
+
+    def __init__(self, cfg: HostRouting, kernel: Kernel, run_dir: str,
+                 textfile: Optional[str], log: Callable[[str], None]):
+        self.cfg, self.kernel, self.run_dir, self.textfile, self.log = (
+            cfg, kernel, run_dir, textfile, log)
+        self.last_findings: Optional[Set[Tuple[str, str, str]]] = None
+        self.last_errors: Set[str] = set()
+
+    def reconcile(self) -> bool:
+        """One pass; True if it changed any route."""
+        changed = self.restore_static()
+        report = check(self.cfg, self.kernel, Waiter(0))
+        self.note(report)
+        if self.cfg.auto_mitigate and self.mitigate(report):
+            changed = True
+            report = check(self.cfg, self.kernel, Waiter(0))
+            self.note(report)
+        self.publish(report)
+        return changed
+
+    def restore_static(self) -> bool:
+        """Re-install configured routes whose tagged copy is gone; True if any was."""
+        present = {net for v in {r.destination.version for r in self.cfg.routes}
+                   for net in self.kernel.tagged(RTPROT_HOSTROUTING, v)}
+        missing = tuple(r for r in self.cfg.routes if r.destination not in present)
+        if not missing:
+            self.last_errors = set()
+            return False
+        restored, errors = False, set()
+        for outcome in apply_routes(HostRouting(routes=missing), self.kernel, Waiter(0)):
+            if outcome.error:
+                line = f"guard: cannot restore {outcome.route.destination}: {outcome.error}"
+                errors.add(line)
+                if line not in self.last_errors:  # say it once, not on every event
+                    self.log(line)
+            else:
+                self.log(f"guard: restored {outcome.describe()}")
+                restored = True
+        self.last_errors = errors
+        return restored
+
+    def mitigate(self, report: Report) -> bool:
+        """Add auto routes for shadowed ranges; remove those whose cause is gone."""
+        changed = False
+        for version, default in report.defaults.items():
+            if default is None or default.gateway is None:
+                continue
+            tables = self.kernel.tables(version)
+            existing = set(self.kernel.tagged(RTPROT_HOSTROUTING_AUTO, version))
+            wanted = {n for n in existing if self._still_shadowed(n, tables, default.ifname)}
+            for result in report.results:
+                if result.cidr.version != version:
+                    continue
+                for finding in result.bad:
+                    if finding.status == "overlap":
+                        wanted.update(_no_clobber(finding.region.networks(), tables))
+            for net in sorted(wanted - existing):
+                try:
+                    self.kernel.replace(net, default.gateway, default.ifindex, None,
+                                        proto=RTPROT_HOSTROUTING_AUTO)
+                    self.log(f"guard: auto-mitigated {net} via {default.gateway} "
+                             f"dev {default.ifname}")
+                    changed = True
+                except RouteError as err:
+                    self.log(f"guard: cannot auto-mitigate {net}: {err}")
+            for net in sorted(existing - wanted):
+                self.kernel.delete(net, RTPROT_HOSTROUTING_AUTO)
+                self.log(f"guard: removed auto route {net}: its cause is gone")
+                changed = True
+        return changed
+
+    def _still_shadowed(self, net: Any, tables: Tables, default_if: str) -> bool:
+        """Does a foreign route still pull part of ``net`` away, inside an expected CIDR?"""
+        if not any(net.subnet_of(c) for c in self.cfg.expected_cidrs
+                   if c.version == net.version):
+            return False
+        return any(r.kind == "unicast" and r.ifname != default_if
+                   and r.proto not in ("hostrouting", "hostrouting-auto")
+                   and r.network.overlaps(net) for r in tables.routes)
+
+    def publish(self, report: Report) -> None:
+        """Markers, status.json and metrics for the final verdict of a reconcile."""
+        write_markers(self.run_dir, report)
+        if self.textfile:
+            write_atomic(self.textfile, prometheus_text(report))
+
+    def note(self, report: Report) -> None:
+        """Log findings to the journal, with their culprit route, when they change."""
+        findings = {(str(r.cidr), f.region.describe(), f.answer.ifname or f.answer.kind)
+                    for r in report.results for f in r.bad}
+        if findings != self.last_findings:
+            for result in report.results:
+                for f in result.bad:
+                    self.log(f"guard: SHADOWED {result.cidr}: {f.region.describe()} goes via "
+                             f"{f.answer.ifname or f.answer.kind} (route: {f.culprit})")
+            if not findings and self.last_findings:
+                self.log("guard: all expected CIDRs route via the default interface again")
+            self.last_findings = findings
+
+
+def event_feed() -> queue.Queue[List[Any]]:
+    """Batches of rtnetlink route, address and link events, both families.
+
+    A reader thread blocks in ``get()`` and hands batches over a queue.  Waiting
+    with select() on the socket instead misses events on pyroute2 0.9, which
+    buffers messages in Python where select() cannot see them; and 0.9 binds a
+    socket to the thread (event loop) that made it, so the thread makes its own.
+    Subscription happens before this returns, so no event after it is missed.
+    """
+    feed: queue.Queue[List[Any]] = queue.Queue()
+    subscribed = threading.Event()
+
+    def pump() -> None:
+        sock = _event_socket()
+        subscribed.set()
+        while True:
+            feed.put(list(sock.get()))
+
+    threading.Thread(target=pump, name="rtnetlink-events", daemon=True).start()
+    if not subscribed.wait(timeout=10):
+        raise RuntimeError("could not subscribe to rtnetlink events")
+    return feed
+
+
+def _event_socket() -> Any:
+    """An rtnetlink socket subscribed to route, address and link changes, both families."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.rtnl import (
+        RTMGRP_IPV4_IFADDR,
+        RTMGRP_IPV4_ROUTE,
+        RTMGRP_IPV6_IFADDR,
+        RTMGRP_IPV6_ROUTE,
+        RTMGRP_LINK,
+    )
+
+    sock = IPRoute()
+    sock.bind(groups=RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE | RTMGRP_IPV4_IFADDR
+              | RTMGRP_IPV6_IFADDR | RTMGRP_LINK)
+    return sock
+
+
+def _relevant(msg: Any) -> bool:
+    """Everything but our own route additions (their echo must not re-trigger us)."""
+    if msg["event"] == "RTM_NEWROUTE":
+        return msg["proto"] not in (RTPROT_HOSTROUTING, RTPROT_HOSTROUTING_AUTO)
+    return True
+
+
+def run(cfg: HostRouting, run_dir: str, textfile: Optional[str],
+        log: Callable[[str], None] = print) -> int:
+    """The guard's main loop; returns only on SIGTERM/SIGINT."""
+
+    def stop(signum: int, _frame: Any) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    events = event_feed()
+    pacer = Pacer(log)
+    with Kernel() as kernel:
+        guard = Guard(cfg, kernel, run_dir, textfile, log)
+        guard.reconcile()
+        pacer.ran(time.monotonic(), False)
+        sd_notify("READY=1")
+        log(f"guard: watching {len(cfg.routes)} route(s) and {len(cfg.expected_cidrs)} "
+            f"expected CIDR(s)" + (", auto-mitigating" if cfg.auto_mitigate else ""))
+        while True:
+            due = pacer.due()
+            timeout = None if due is None else max(0.0, due - time.monotonic())
+            try:
+                msgs = events.get(timeout=timeout)
+            except queue.Empty:
+                msgs = []
+            if any(m["event"] in ("RTM_NEWLINK", "RTM_DELLINK") for m in msgs):
+                kernel.forget_links()
+            if any(_relevant(m) for m in msgs):
+                pacer.event(time.monotonic())
+            due = pacer.due()
+            if due is not None and time.monotonic() >= due:
+                pacer.ran(time.monotonic(), guard.reconcile())
+
+
+def _no_clobber(networks: List[Any], tables: Tables) -> List[Any]:
+    """``networks``, with any that equals an existing main-table route split in two.
+
+    ``replace`` with the same prefix and metric would overwrite that route (the
+    kernel's own connected route, say) instead of adding a more specific one.
+    """
+    taken = {r.network for r in tables.routes if r.table == 254}
+    out = []
+    for net in networks:
+        if net in taken and net.prefixlen < net.max_prefixlen:
+            out.extend(net.subnets(prefixlen_diff=1))
+        elif net not in taken:
+            out.append(net)
+    return out
