@@ -15,10 +15,9 @@ from typing import Dict, Iterator, List
 
 import pytest
 import yaml
+from cli_support import EXAMPLES_DIR
 from netns import CLUSTER_CIDR, NDHost
 from prometheus_client.parser import text_string_to_metric_families
-
-from cli_support import EXAMPLES_DIR
 
 NPD_CONFIG = Path(EXAMPLES_DIR) / "monitoring" / "npd-route-overlap.json"
 
