@@ -137,6 +137,17 @@ def cmd_render(args: argparse.Namespace) -> int:
     return OK
 
 
+def cmd_uninstall(args: argparse.Namespace) -> int:
+    from .effects import apply_plan
+
+    removed = apply_plan(args.root, [])
+    for path in removed:
+        print(f"removed {path}")
+    if not removed:
+        print("nothing of ours to remove")
+    return OK
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from .validate import validate_file
 
@@ -230,6 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", required=True, metavar="DIR")
     p.add_argument("--python", metavar="PATH",
                    help="interpreter the units run (default: this one)")
+
+    p = add("uninstall", cmd_uninstall,
+            "Remove every file first boot (or render) wrote, as listed in its manifest; "
+            "routes are not touched. Run systemctl daemon-reload afterwards on a live system.")
+    p.add_argument("--root", default="/", metavar="DIR", help="image root (default /)")
 
     p = add("validate", cmd_validate,
             "Validate #cloud-config files with cloud-init's schema plus host_routing's.")

@@ -83,7 +83,10 @@ def apply_plan(root: str, entries: Sequence[Entry]) -> List[str]:
         if os.path.lexists(target):
             os.unlink(target)
             changed.append(stale)
-    write_atomic(under(root, MANIFEST_PATH), json.dumps(wanted, indent=1) + "\n")
+    if wanted:
+        write_atomic(under(root, MANIFEST_PATH), json.dumps(wanted, indent=1) + "\n")
+    elif os.path.exists(under(root, MANIFEST_PATH)):
+        os.unlink(under(root, MANIFEST_PATH))  # an empty plan: nothing of ours is left
     return changed
 
 
