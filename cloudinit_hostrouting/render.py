@@ -49,62 +49,56 @@ class Entry(NamedTuple):
     mode: int = 0o644
 
 
-def static_unit(python: str) -> str:
-    """The oneshot that installs the routes; holds no user data."""
+def _unit(description: str, ordering: str, service: str) -> str:
+    """A unit of ours: fixed text around one subcommand; never any user data."""
     return HEADER.format(config=CONFIG_PATH) + f"""\
 [Unit]
-Description=Install host static routes (cloudinit-hostrouting)
-Wants=network-online.target
-After=network-online.target
-Before={CHECK_UNIT}
-
+Description={description} (cloudinit-hostrouting)
+{ordering}
 [Service]
-Type=oneshot
-RemainAfterExit=yes
-ExecStart={python} -m cloudinit_hostrouting apply-routes --config {CONFIG_PATH}
-TimeoutStartSec=120
-
+{service}
 [Install]
 WantedBy=multi-user.target
 """
+
+
+def _oneshot(python: str, command: str) -> str:
+    return f"""\
+Type=oneshot
+RemainAfterExit=yes
+ExecStart={python} -m cloudinit_hostrouting {command} --config {CONFIG_PATH}
+TimeoutStartSec=120
+"""
+
+
+def static_unit(python: str) -> str:
+    """The oneshot that installs the routes."""
+    return _unit("Install host static routes", f"""\
+Wants=network-online.target
+After=network-online.target
+Before={CHECK_UNIT}
+""", _oneshot(python, "apply-routes"))
 
 
 def check_unit(python: str) -> str:
     """The oneshot that verifies expected CIDRs route via the default interface."""
-    return HEADER.format(config=CONFIG_PATH) + f"""\
-[Unit]
-Description=Check expected CIDRs route via the default interface (cloudinit-hostrouting)
+    return _unit("Check expected CIDRs route via the default interface", f"""\
 Wants=network-online.target {STATIC_UNIT}
 After=network-online.target {STATIC_UNIT}
-
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-ExecStart={python} -m cloudinit_hostrouting check-overlap --config {CONFIG_PATH}
-TimeoutStartSec=120
-
-[Install]
-WantedBy=multi-user.target
-"""
+""", _oneshot(python, "check-overlap"))
 
 
 def guard_unit(python: str) -> str:
     """The opt-in long-running guard; stopping it leaves every route as it is."""
-    return HEADER.format(config=CONFIG_PATH) + f"""\
-[Unit]
-Description=Keep host routes right after boot (cloudinit-hostrouting guard)
+    return _unit("Keep host routes right after boot", f"""\
 Wants={STATIC_UNIT}
 After={STATIC_UNIT} {CHECK_UNIT}
-
-[Service]
+""", f"""\
 Type=notify
 ExecStart={python} -m cloudinit_hostrouting guard --config {CONFIG_PATH}
 Restart=on-failure
 RestartSec=2s
-
-[Install]
-WantedBy=multi-user.target
-"""
+""")
 
 
 def gate_dropin(strict: bool) -> str:
