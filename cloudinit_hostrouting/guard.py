@@ -41,7 +41,8 @@ from .signals import prometheus_text
 QUIET_S = 0.05  # an event burst is over after this much silence...
 MAX_DEBOUNCE_S = 0.3  # ...or after this long, whichever comes first
 MIN_INTERVAL_S = 0.2  # at most five reconciles a second
-STREAK_LIMIT = 5  # reconciles in a row that changed routes before backing off
+STREAK_LIMIT = 5  # route-changing reconciles in a row before backing off...
+FIGHT_WINDOW_S = 2.0  # ...when each came within this long of the one before
 MAX_BACKOFF_S = 60.0
 
 
@@ -63,7 +64,7 @@ class Pacer:
     def __init__(self, log: Callable[[str], None]):
         self.log = log
         self.streak = 0
-        self.last_run = float("-inf")
+        self.last_run = self.last_change = float("-inf")
         self.first_event: Optional[float] = None
         self.last_event = 0.0
 
@@ -85,9 +86,22 @@ class Pacer:
         return min(MAX_BACKOFF_S, MIN_INTERVAL_S * 2 ** (self.streak - STREAK_LIMIT + 1))
 
     def ran(self, now: float, changed: bool) -> None:
+        """Record a reconcile; only rapid repeats of route changes count as a fight.
+
+        A link reconfigured every few minutes is ordinary life and must not slow
+        the next restore; a route removed again within seconds of every restore is
+        another daemon, and racing it helps nobody.
+        """
         self.first_event = None
         self.last_run = now
-        self.streak = self.streak + 1 if changed else 0
+        if not changed:
+            self.streak = 0
+        elif now - self.last_change <= FIGHT_WINDOW_S:
+            self.streak += 1
+        else:
+            self.streak = 1
+        if changed:
+            self.last_change = now
         if changed and self.streak >= STREAK_LIMIT:
             self.log(f"guard: routes changed on {self.streak} reconciles in a row (is another "
                      f"daemon removing them?); backing off {self.spacing():.1f}s")
