@@ -645,36 +645,6 @@ def not_infiniband_line(vm_size: str) -> str:
 # Command line: azure-suggest
 # ---------------------------------------------------------------------------
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``azure-suggest`` on the CLI's subparsers; ``run`` executes it."""
-    parser = subparsers.add_parser(
-        "azure-suggest",
-        help="ask Azure IMDS and suggest host_routing for an InfiniBand VM",
-        description=(
-            "Ask Azure IMDS for this VM's size and VNet subnet, read the InfiniBand "
-            "routes from the kernel, and print a host_routing block that routes every "
-            "shadowed part of the expected CIDRs via the VNet gateway, with a STRICT "
-            "check. Exit 0 with a one-line answer for sizes without InfiniBand; 1 "
-            "when IMDS cannot be reached in time; 2 for usage or config errors."),
-    )
-    parser.add_argument("--config", metavar="FILE",
-                        help="YAML/JSON file with a top-level host_routing key; "
-                             "route_overlap.expected_cidrs are read from it")
-    parser.add_argument("--expected-cidr", metavar="CIDR", action="append", default=[],
-                        help="a CIDR that must route via the default interface (repeatable)")
-    parser.add_argument("--imds-url", default=DEFAULT_IMDS_URL, metavar="URL",
-                        help="instance metadata URL (default: %(default)s)")
-    parser.add_argument("--format", choices=("yaml", "json"), default="yaml",
-                        help="output format (default: %(default)s)")
-    parser.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
-                        help="overall deadline for IMDS, retries included "
-                             "(default: %(default)s)")
-    parser.add_argument("--netns", metavar="NAME",
-                        help="read routes from this network namespace instead of the "
-                             "host's (for tests and debugging)")
-    return parser
-
-
 def ipv4_only(cidrs: Sequence[Any]) -> List[ipaddress.IPv4Network]:
     """The IPv4 members of ``cidrs``: IPoIB addresses on Azure are IPv4."""
     return [c for c in cidrs if isinstance(c, ipaddress.IPv4Network)]
@@ -709,7 +679,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"azure-suggest: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        instance = parse_instance(fetch_instance(args.imds_url, args.timeout))
+        instance = parse_instance(fetch_instance(args.imds_url or DEFAULT_IMDS_URL,
+                                                 args.timeout))
     except ImdsError as err:
         print(f"azure-suggest: {err}", file=sys.stderr)
         return EXIT_FAILED

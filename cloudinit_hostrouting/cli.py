@@ -120,6 +120,12 @@ def cmd_guard(args: argparse.Namespace) -> int:
                log=lambda line: print(line, flush=True))
 
 
+def cmd_azure_suggest(args: argparse.Namespace) -> int:
+    from .azure import run
+
+    return run(args)
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     from .effects import apply_plan
     from .render import plan
@@ -256,10 +262,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default="/", metavar="DIR", help="image root (default /)")
     p.add_argument("--undo", action="store_true", help="remove what enable-module added")
 
-    from . import azure
-
-    azure.add_parser(sub)
-    handlers["azure-suggest"] = azure.run
+    p = add("azure-suggest", cmd_azure_suggest,
+            "Ask Azure IMDS for this VM's size and VNet subnet, read the InfiniBand routes "
+            "from the kernel, and print a host_routing block that routes every shadowed "
+            "part of the expected CIDRs via the VNet gateway, with a STRICT check. Exit 0 "
+            "with a one-line answer for sizes without InfiniBand; 1 when IMDS cannot be "
+            "reached in time; 2 for usage or config errors.")
+    p.add_argument("--config", metavar="FILE",
+                   help="YAML/JSON file with a top-level host_routing key; "
+                        "route_overlap.expected_cidrs are read from it")
+    p.add_argument("--expected-cidr", metavar="CIDR", action="append", default=[],
+                   help="a CIDR that must route via the default interface (repeatable)")
+    p.add_argument("--imds-url", metavar="URL",
+                   help="instance metadata URL (default: Azure's, "
+                        "http://169.254.169.254/metadata/instance)")
+    p.add_argument("--format", choices=("yaml", "json"), default="yaml",
+                   help="output format (default: %(default)s)")
+    p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="overall deadline for IMDS, retries included (default: %(default)s)")
+    p.add_argument("--netns", metavar="NAME",
+                   help="read routes from this network namespace instead of the host's "
+                        "(for tests and debugging)")
 
     p = add("schema", cmd_schema, "Print the host_routing JSON schema.")
     p.add_argument("--markdown", action="store_true", help="as the README's reference table")

@@ -9,7 +9,6 @@ tests need root (CAP_NET_ADMIN) and iproute2.
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import json
 import os
@@ -26,7 +25,7 @@ import yaml
 from fake_imds import HANG, Answer, FakeImds, doc, error, load_fixture
 from netns import CLUSTER_CIDR, IB_PEER_PROBE, NDHost, sh
 
-from cloudinit_hostrouting import azure
+from cloudinit_hostrouting import azure, cli
 from cloudinit_hostrouting.azure import (
     IbInterface,
     IbRoute,
@@ -423,13 +422,11 @@ def test_read_kernel_before_ib_address_is_assigned(ndhost: NDHost) -> None:
 
 
 # ---------------------------------------------------------------------------
-# The azure-suggest command (in-process, through its own argparse parser)
+# The azure-suggest command (in-process, through the real CLI parser)
 # ---------------------------------------------------------------------------
 
 def _run(argv: List[str]) -> int:
-    parser = argparse.ArgumentParser(prog="cloudinit-hostrouting")
-    azure.add_parser(parser.add_subparsers(dest="command"))
-    return azure.run(parser.parse_args(["azure-suggest", *argv]))
+    return cli.main(["azure-suggest", *argv])
 
 
 def test_cli_suggests_exact_routes_in_namespace(ndhost: NDHost,
