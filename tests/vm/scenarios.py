@@ -52,6 +52,23 @@ SCENARIOS = {
             mode: WARN
             expected_cidrs: [10.0.5.0/24]
         """),
+    # Issue 6: the guard. After first boot, the evidence unit runs
+    # `networkctl reconfigure eth0`; networkd drops routes it did not configure
+    # (ManageForeignRoutes=yes), and the guard must put ours back.
+    "guard": _ud(f"""\
+        host_routing:
+          static_routes:
+            enabled: true
+            routes:
+              - destination: 10.0.5.0/24
+                gateway: {ETH0_GW}
+                dev: eth0
+          route_overlap:
+            mode: STRICT
+            expected_cidrs: [10.0.5.0/24]
+          guard:
+            enabled: true
+        """),
     # 4. No host_routing at all.
     "none": _ud(),
     # 5a. Invalid host_routing (a gateway that is not an address), WARN.
@@ -84,7 +101,8 @@ SCENARIOS = {
 
 # Issue 3: all five on Debian 12; 1, 2 and 4 on Debian 13.
 MATRIX = {
-    "bookworm": ["fixed", "strict_nofix", "warn_nofix", "none", "invalid", "invalid_strict"],
+    "bookworm": ["fixed", "strict_nofix", "warn_nofix", "none", "invalid", "invalid_strict",
+                 "guard"],
     "trixie": ["fixed", "strict_nofix", "none"],
 }
 

@@ -135,6 +135,14 @@ def markers(r: H.BootResult) -> tuple[str | None, str | None]:
             r.file(f"{MARKER_DIR}/route-overlap.ok"))
 
 
+def assert_overlap_reported(r: H.BootResult) -> None:
+    """No fix: the shadow is real, and the check said so in upstream's format."""
+    assert route_dev(r, "10.0.5.1") == "ib0", r.text("route_get_10.0.5.1.txt")
+    detected, ok = markers(r)
+    assert detected is not None and OVERLAP_LINE in detected.splitlines(), detected
+    assert ok is None
+
+
 def cloud_init_log_lines(r: H.BootResult, *needles: str) -> list[str]:
     log = r.file("/var/log/cloud-init.log") or ""
     return [line for line in log.splitlines() if all(n in line for n in needles)]
@@ -165,16 +173,31 @@ def test_fixed(boot):
     assert_cloud_init_done(r, key_present=True)
 
 
+@pytest.mark.vm_case("guard")
+@pytest.mark.parametrize("suite", suites_for("guard"))
+def test_guard_restores_after_networkd_reconfigure(boot):
+    """Issue 6: `networkctl reconfigure eth0` drops our route; the guard puts it back."""
+    r = boot
+    assert_guest_baseline(r)
+    assert_unit_result(r, "hostrouting-guard.service", "success", 0)
+    assert "10.0.5.0/24 via 10.0.2.2 dev eth0" in r.text("guard_routes_before.txt")
+    assert r.text("guard_reconfigure.txt.rc").strip() == "0", r.text("guard_reconfigure.txt")
+    journal = r.text("journal_guard.txt")
+    # "restored" is only logged when the route had really vanished: proof that
+    # networkd dropped it and that the guard, not luck, brought it back.
+    assert "guard: restored 10.0.5.0/24 via 10.0.2.2 dev eth0" in journal, journal
+    assert "10.0.5.0/24 via 10.0.2.2 dev eth0" in r.text("guard_routes_after.txt")
+    assert re.search(r"\bdev eth0\b", r.text("guard_route_get.txt"))
+    assert_machine_running(r)
+
+
 @pytest.mark.vm_case("strict_nofix")
 @pytest.mark.parametrize("suite", suites_for("strict_nofix"))
 def test_strict_nofix(boot):
     """2. STRICT, no fix: the overlap is reported and the machine never starts."""
     r = boot
     assert_guest_baseline(r)
-    assert route_dev(r, "10.0.5.1") == "ib0", r.text("route_get_10.0.5.1.txt")
-    detected, ok = markers(r)
-    assert detected is not None and OVERLAP_LINE in detected.splitlines(), detected
-    assert ok is None
+    assert_overlap_reported(r)
     assert_unit_result(r, H.UNIT_OVERLAP, "exit-code", 1)
     assert_machine_never_started(r)
     assert_cloud_init_done(r, key_present=True)
@@ -186,10 +209,7 @@ def test_warn_nofix(boot):
     """3. WARN, no fix: the overlap is reported and the machine starts anyway."""
     r = boot
     assert_guest_baseline(r)
-    assert route_dev(r, "10.0.5.1") == "ib0", r.text("route_get_10.0.5.1.txt")
-    detected, ok = markers(r)
-    assert detected is not None and OVERLAP_LINE in detected.splitlines(), detected
-    assert ok is None
+    assert_overlap_reported(r)
     assert_unit_result(r, H.UNIT_OVERLAP, "success", 0)
     assert_machine_running(r)
     assert_ordered_after_checks(r)

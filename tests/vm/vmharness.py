@@ -351,12 +351,27 @@ if [ "$(cat "$E/status.txt.rc")" != 0 ]; then
   cap schema_system.txt cloud-init schema --system
 fi
 for u in hostrouting-static-routes.service hostrouting-route-overlap.service \
-         systemd-nspawn@m1.service cloud-init-local.service cloud-init.service \
+         hostrouting-guard.service systemd-nspawn@m1.service \
+         cloud-init-local.service cloud-init.service \
          cloud-init-network.service cloud-config.service cloud-final.service \
          machines.target systemd-networkd.service; do
   cap "show_$u.txt" systemctl show "$u"
   cap "cat_$u.txt" systemctl cat "$u"
 done
+# The guard scenario: networkd drops foreign routes when it reconfigures a
+# link; the guard must restore ours (proto 214). Poll with a bound, TCG is slow.
+if systemctl -q is-active hostrouting-guard.service; then
+  cap guard_routes_before.txt ip -4 route show proto 214
+  cap guard_reconfigure.txt networkctl reconfigure eth0
+  for i in $(seq 1 240); do
+    sleep 0.5
+    journalctl -b -u hostrouting-guard.service --no-pager | grep -q 'guard: restored' && break
+  done
+  cap guard_routes_after.txt ip -4 route show proto 214
+  cap guard_route_get.txt ip -4 route get 10.0.5.1
+  cap journal_guard.txt journalctl -b -o short-monotonic --no-pager \
+    -u hostrouting-guard.service -u systemd-networkd.service
+fi
 cap jobs.txt systemctl list-jobs --no-pager
 cap failed.txt systemctl --failed --no-pager
 cap machinectl.txt machinectl list --no-pager
