@@ -137,6 +137,12 @@ class Tables:
         self.starts = [start for start, _ in self.prefixes]
         self.passive = bounds
 
+    def default(self) -> Optional[TableRoute]:
+        """The main table's unicast default route with the lowest metric."""
+        candidates = [r for r in self.by_prefix.get((0, 0), [])
+                      if r.table == 254 and r.kind == "unicast" and r.ifname is not None]
+        return min(candidates, key=lambda r: r.metric) if candidates else None
+
     def inside(self, cidr: IPNetwork) -> List[Tuple[int, int]]:
         """Boundary prefixes strictly inside or equal to ``cidr``, in tree order."""
         start, plen = _key(cidr)

@@ -156,7 +156,7 @@ class Guard:
         for version, default in report.defaults.items():
             if default is None or default.gateway is None:
                 continue
-            tables = self.kernel.tables(version)
+            tables = report.tables[version]
             existing = set(self.kernel.tagged(RTPROT_HOSTROUTING_AUTO, version))
             wanted = {n for n in existing if self._still_shadowed(n, tables, default.ifname)}
             for result in report.results:

@@ -110,12 +110,9 @@ class Kernel:
         for msg in self.ipr.get_routes(family=family_of(version), table=MAIN_TABLE):
             if msg["dst_len"] != 0 or msg["type"] != RTN_UNICAST:
                 continue
-            oif = msg.get_attr("RTA_OIF")
-            if oif is None:  # multipath default: take the first hop's device
-                hops = msg.get_attr("RTA_MULTIPATH") or []
-                oif = hops[0]["oif"] if hops else None
+            oif = _oif(msg)
             name = self.ifname(oif)
-            if name is None or (ifname is not None and name != ifname):
+            if oif is None or name is None or (ifname is not None and name != ifname):
                 continue
             metric = msg.get_attr("RTA_PRIORITY") or 0
             if best is None or metric < best[0]:
@@ -161,13 +158,21 @@ class Kernel:
                 network=ipaddress.ip_network(f"{dst}/{msg['dst_len']}"),
                 table=table,
                 kind=RTN_TYPES.get(msg["type"], str(msg["type"])),
-                ifname=self.ifname(msg.get_attr("RTA_OIF")),
+                ifname=self.ifname(_oif(msg)),
                 gateway=msg.get_attr("RTA_GATEWAY"),
                 proto=PROTOS.get(msg["proto"], str(msg["proto"])),
                 scope_link=msg["scope"] == RT_SCOPE_LINK,
                 metric=msg.get_attr("RTA_PRIORITY") or 0,
             ))
         return Tables(routes, rules)
+
+    def default_from(self, tables: Tables) -> Optional[DefaultRoute]:
+        """The default route ``default_route`` would find, read from a dump already made."""
+        best = tables.default()
+        if best is None or best.ifname is None:
+            return None
+        index = next(i for i, name in self._names.items() if name == best.ifname)
+        return DefaultRoute(best.ifname, index, best.gateway)
 
     def replace(self, destination: Any, gateway: str, ifindex: int, metric: Optional[int],
                 proto: int = RTPROT_HOSTROUTING) -> None:
@@ -208,6 +213,15 @@ class Kernel:
     def forget_links(self) -> None:
         """Drop the name cache after link events (renames, re-created interfaces)."""
         self._names = {}
+
+
+def _oif(msg: Any) -> Optional[int]:
+    """The route's output interface; for a multipath route, its first hop's."""
+    oif = msg.get_attr("RTA_OIF")
+    if oif is None:
+        hops = msg.get_attr("RTA_MULTIPATH") or []
+        oif = hops[0]["oif"] if hops else None
+    return oif
 
 
 def _explain(code: int, gateway: str) -> str:

@@ -93,6 +93,7 @@ class Report(NamedTuple):
     mode: str
     defaults: Dict[int, Optional[DefaultRoute]]  # by IP version, for the versions needed
     results: List[CidrResult]
+    tables: Dict[int, Tables]  # the dumps the verdict was made from, for the guard to reuse
 
     @property
     def missing_defaults(self) -> List[int]:
@@ -132,20 +133,23 @@ def check(cfg: HostRouting, kernel: Kernel, waiter: Waiter) -> Report:
     The IPv4 default route is always required (upstream's guard); the IPv6 one
     only when an IPv6 CIDR is expected.
     """
-    versions = {c.version for c in cfg.expected_cidrs} | {4}
-    defaults = {v: waiter.until(lambda v=v: kernel.default_route(version=v))  # type: ignore[misc]
-                for v in sorted(versions)}
     tables: Dict[int, Tables] = {}
+    defaults: Dict[int, Optional[DefaultRoute]] = {}
+    for version in sorted({c.version for c in cfg.expected_cidrs} | {4}):
+        def dump(version: int = version) -> Optional[DefaultRoute]:
+            # One dump serves both the default route and the analysis.
+            tables[version] = kernel.tables(version)
+            return kernel.default_from(tables[version])
+
+        defaults[version] = waiter.until(dump)
     results = []
     for cidr in cfg.expected_cidrs:
         default = defaults[cidr.version]
         if default is None:
             continue
-        if cidr.version not in tables:
-            tables[cidr.version] = kernel.tables(cidr.version)
         findings = analyze(cidr, tables[cidr.version], kernel.answer, default.ifname)
         results.append(CidrResult(cidr, default.ifname, findings))
-    return Report(cfg.mode, defaults, results)
+    return Report(cfg.mode, defaults, results, tables)
 
 
 def action_hint(report: Report) -> str:
