@@ -44,6 +44,7 @@ MIN_INTERVAL_S = 0.2  # at most five reconciles a second
 STREAK_LIMIT = 5  # route-changing reconciles in a row before backing off...
 FIGHT_WINDOW_S = 2.0  # ...when each came within this long of the one before
 MAX_BACKOFF_S = 60.0
+STOP_CHECK_S = 1.0  # how often an idle loop looks at the stop flag
 
 
 def sd_notify(state: str) -> None:
@@ -259,10 +260,16 @@ def _relevant(msg: Any) -> bool:
 
 def run(cfg: HostRouting, run_dir: str, textfile: Optional[str],
         log: Callable[[str], None] = print) -> int:
-    """The guard's main loop; returns only on SIGTERM/SIGINT."""
+    """The guard's main loop; returns 0 on SIGTERM/SIGINT.
+
+    The signal handler only sets a flag, which the loop checks at least once a
+    second: raising from the handler could interrupt pyroute2 mid-request and
+    turn a clean stop into a failure.
+    """
+    stopping = threading.Event()
 
     def stop(signum: int, _frame: Any) -> None:
-        raise SystemExit(0)
+        stopping.set()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -275,9 +282,10 @@ def run(cfg: HostRouting, run_dir: str, textfile: Optional[str],
         sd_notify("READY=1")
         log(f"guard: watching {len(cfg.routes)} route(s) and {len(cfg.expected_cidrs)} "
             f"expected CIDR(s)" + (", auto-mitigating" if cfg.auto_mitigate else ""))
-        while True:
+        while not stopping.is_set():
             due = pacer.due()
-            timeout = None if due is None else max(0.0, due - time.monotonic())
+            timeout = STOP_CHECK_S if due is None else \
+                min(STOP_CHECK_S, max(0.0, due - time.monotonic()))
             try:
                 msgs = events.get(timeout=timeout)
             except queue.Empty:
@@ -289,6 +297,8 @@ def run(cfg: HostRouting, run_dir: str, textfile: Optional[str],
             due = pacer.due()
             if due is not None and time.monotonic() >= due:
                 pacer.ran(time.monotonic(), guard.reconcile())
+    log("guard: stopping; routes are left as they are")
+    return 0
 
 
 def _no_clobber(networks: List[Any], tables: Tables) -> List[Any]:

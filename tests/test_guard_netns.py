@@ -81,6 +81,7 @@ class GuardProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(timeout=10)
+        self._reader.join(timeout=10)  # every line the guard wrote is in self.lines
 
 
 @pytest.fixture
@@ -202,7 +203,8 @@ def test_stopping_the_guard_leaves_routes(tmp_path: Path, guard_factory: Any) ->
         wait_for(lambda: len(host.routes("proto", "215")) == 2, "auto routes")
         before = host.routes()
         guard.stop()
-        assert guard.proc.returncode == 0
+        assert guard.proc.returncode == 0, "\n".join(guard.lines)
+        assert guard.lines[-1] == "guard: stopping; routes are left as they are"
         assert host.routes() == before
     finally:
         host.close()
