@@ -570,7 +570,8 @@ def worker_handle(n_text: str, reps: int, out: str, scratch: str, parent_mnt_ns:
     logging.basicConfig(level=logging.ERROR)
     from cc_host_routing import handle  # type: ignore[import-not-found,unused-ignore]
     from cloudinit_hostrouting.config import parse
-    from cloudinit_hostrouting.render import MANIFEST_PATH, plan
+    from cloudinit_hostrouting.constants import MANIFEST_PATH
+    from cloudinit_hostrouting.render import plan
 
     raw = _user_data(int(n_text))
     paths = [e.path for e in plan(parse(raw))] + [MANIFEST_PATH]

@@ -26,6 +26,8 @@ import bisect
 import ipaddress
 from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
+from .constants import MAIN_TABLE
+
 IPNetwork = ipaddress._BaseNetwork  # IPv4Network or IPv6Network
 IPAddress = ipaddress._BaseAddress
 
@@ -56,7 +58,7 @@ class TableRoute(NamedTuple):
             parts.append(f"via {self.gateway}")
         if self.ifname and self.kind not in NO_ROUTE_TYPES:
             parts.append(f"dev {self.ifname}")
-        if self.table != 254:
+        if self.table != MAIN_TABLE:
             parts.append(f"table {self.table}")
         parts.append(f"proto {self.proto}")
         if self.scope_link:
@@ -140,7 +142,7 @@ class Tables:
     def default(self) -> Optional[TableRoute]:
         """The main table's unicast default route with the lowest metric."""
         candidates = [r for r in self.by_prefix.get((0, 0), [])
-                      if r.table == 254 and r.kind == "unicast" and r.ifname is not None]
+                      if r.table == MAIN_TABLE and r.kind == "unicast" and r.ifname is not None]
         return min(candidates, key=lambda r: r.metric) if candidates else None
 
     def inside(self, cidr: IPNetwork) -> List[Tuple[int, int]]:

@@ -42,6 +42,14 @@ from typing import (
 )
 
 from .config import ConfigError, load_file
+from .constants import (
+    ARPHRD_INFINIBAND,
+    MAIN_TABLE,
+    RT_SCOPE_LINK,
+    RTN_UNICAST,
+    RTPROT_KERNEL,
+    RUN_DIR,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -60,15 +68,9 @@ RETRY_STATUSES = frozenset({404, 410, 429}) | frozenset(range(500, 600))
 # Azure reserves this range for the RDMA (IPoIB) network.  Used as the assumed
 # IB CIDR when the guest agent has not assigned ib0's address yet.
 AZURE_RDMA_RANGE = ipaddress.IPv4Network("172.16.0.0/16")
-ARPHRD_INFINIBAND = 32
-RTPROT_KERNEL = 2
-RT_SCOPE_LINK = 253
-RTN_UNICAST = 1
-MAIN_TABLE = 254
 
 SUGGESTION_FILE = "azure-suggestion.yaml"
 COMMENT_WIDTH = 88
-DEFAULT_RUN_DIR = "/run/cloudinit-hostrouting"
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -706,7 +708,7 @@ def run(args: argparse.Namespace) -> int:
 # First boot
 # ---------------------------------------------------------------------------
 
-def suggest_at_boot(cfg: Mapping[str, Any], run_dir: str = DEFAULT_RUN_DIR,
+def suggest_at_boot(cfg: Mapping[str, Any], run_dir: str = RUN_DIR,
                     deadline_s: float = 10.0,
                     imds_url: Optional[str] = None) -> Optional[str]:
     """Run the detection at first boot; write and return the suggestion text.

@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from . import __version__
 from .config import ConfigError, HostRouting, load_file
+from .constants import RUN_DIR
 
 OK, FAILED, USAGE = 0, 1, 2
 
@@ -225,8 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("check-overlap", cmd_check_overlap,
             "Check that every expected CIDR routes via the default interface.")
     add_kernel_opts(p)
-    p.add_argument("--run-dir", default="/run/cloudinit-hostrouting", metavar="DIR",
-                   help="where markers and status.json go (default /run/cloudinit-hostrouting)")
+    p.add_argument("--run-dir", default=RUN_DIR, metavar="DIR",
+                   help=f"where markers and status.json go (default {RUN_DIR})")
     p.add_argument("--format", choices=("text", "json", "prometheus", "npd"), default="text",
                    help="stdout format: text (default), json (status.json), prometheus "
                         "(node_exporter textfile), npd (node-problem-detector custom plugin: "
@@ -236,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("guard", cmd_guard,
             "Watch rtnetlink events and keep routes, markers and metrics right (long-running).")
     p.add_argument("--config", required=True, metavar="FILE")
-    p.add_argument("--run-dir", default="/run/cloudinit-hostrouting", metavar="DIR")
+    p.add_argument("--run-dir", default=RUN_DIR, metavar="DIR")
     p.add_argument("--textfile", metavar="PATH",
                    help="node_exporter textfile to keep current (default: "
                         "host_routing.guard.prometheus_textfile)")

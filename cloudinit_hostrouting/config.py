@@ -15,13 +15,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple, Union
 
+from .constants import OUR_UNITS
 from .schema import Problem, check_shape
 
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
 DEFAULT_GATE_UNITS = ("systemd-nspawn@.service",)
-OUR_UNITS = ("hostrouting-static-routes.service", "hostrouting-route-overlap.service")
 WARN, STRICT = "WARN", "STRICT"
 
 

@@ -14,7 +14,8 @@ import subprocess
 import tempfile
 from typing import List, Sequence
 
-from .render import MANIFEST_PATH, Entry
+from .constants import MANIFEST_PATH
+from .render import Entry
 
 LOG = logging.getLogger(__name__)
 

@@ -31,10 +31,10 @@ from typing import Any, Callable, List, Optional, Set, Tuple
 
 from .analysis import Tables
 from .config import HostRouting
+from .constants import MAIN_TABLE, OUR_PROTOS, RTPROT_HOSTROUTING, RTPROT_HOSTROUTING_AUTO
 from .effects import write_atomic
 from .netlink import Kernel, RouteError
 from .overlap import Report, check, write_markers
-from .render import RTPROT_HOSTROUTING, RTPROT_HOSTROUTING_AUTO
 from .routes import Waiter, apply_routes
 from .signals import prometheus_text
 
@@ -254,7 +254,7 @@ def _event_socket() -> Any:
 def _relevant(msg: Any) -> bool:
     """Everything but our own route additions (their echo must not re-trigger us)."""
     if msg["event"] == "RTM_NEWROUTE":
-        return msg["proto"] not in (RTPROT_HOSTROUTING, RTPROT_HOSTROUTING_AUTO)
+        return msg["proto"] not in OUR_PROTOS
     return True
 
 
@@ -307,7 +307,7 @@ def _no_clobber(networks: List[Any], tables: Tables) -> List[Any]:
     ``replace`` with the same prefix and metric would overwrite that route (the
     kernel's own connected route, say) instead of adding a more specific one.
     """
-    taken = {r.network for r in tables.routes if r.table == 254}
+    taken = {r.network for r in tables.routes if r.table == MAIN_TABLE}
     out = []
     for net in networks:
         if net in taken and net.prefixlen < net.max_prefixlen:

@@ -28,8 +28,9 @@ from typing import Any, List
 from cloudinit.settings import PER_INSTANCE
 
 from .config import STRICT, ConfigError, HostRouting, parse
+from .constants import CONFIG_PATH, RUN_DIR
 from .effects import apply_plan, run
-from .render import CONFIG_PATH, Entry, plan
+from .render import Entry, plan
 
 LOG = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ def _azure_suggest(raw: Any) -> None:
     """Opt-in IMDS suggestion at first boot; never fails the module."""
     from .azure import suggest_at_boot
 
-    text = suggest_at_boot({"host_routing": raw}, "/run/cloudinit-hostrouting", 10.0, None)
+    text = suggest_at_boot({"host_routing": raw}, RUN_DIR, 10.0, None)
     if text:
-        LOG.info("host_routing: Azure suggestion (also in "
-                 "/run/cloudinit-hostrouting/azure-suggestion.yaml):\n%s", text)
+        LOG.info("host_routing: Azure suggestion (also in %s/azure-suggestion.yaml):\n%s",
+                 RUN_DIR, text)

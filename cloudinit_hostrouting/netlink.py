@@ -16,10 +16,14 @@ import socket
 from typing import Any, Dict, List, NamedTuple, Optional
 
 from .analysis import Answer, Rule, TableRoute, Tables
-from .render import RTPROT_HOSTROUTING, RTPROT_HOSTROUTING_AUTO
+from .constants import (
+    MAIN_TABLE,
+    RT_SCOPE_LINK,
+    RTN_UNICAST,
+    RTPROT_HOSTROUTING,
+    RTPROT_HOSTROUTING_AUTO,
+)
 
-MAIN_TABLE = 254
-RTN_UNICAST = 1
 RTN_TYPES = {1: "unicast", 2: "local", 3: "broadcast", 4: "anycast", 5: "multicast",
              6: "blackhole", 7: "unreachable", 8: "prohibit", 9: "throw"}
 # What RTM_GETROUTE's error means: the kernel answers these route types with an errno.
@@ -31,7 +35,6 @@ PROTOS = {0: "unspec", 1: "redirect", 2: "kernel", 3: "boot", 4: "static", 9: "r
           RTPROT_HOSTROUTING_AUTO: "hostrouting-auto"}
 RULE_ACTIONS = {6: "blackhole", 7: "unreachable", 8: "prohibit"}
 FR_ACT_TO_TBL = 1
-RT_SCOPE_LINK = 253
 
 
 def family_of(version: int) -> int:

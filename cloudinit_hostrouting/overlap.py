@@ -23,7 +23,6 @@ from .effects import write_atomic
 from .netlink import DefaultRoute, Kernel
 from .routes import Waiter
 
-RUN_DIR = "/run/cloudinit-hostrouting"
 DETECTED = "route-overlap.detected"
 OK = "route-overlap.ok"
 STATUS = "status.json"

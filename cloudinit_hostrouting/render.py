@@ -18,21 +18,17 @@ import sys
 from typing import List, NamedTuple, Optional
 
 from .config import HostRouting
-
-CONFIG_PATH = "/etc/cloudinit-hostrouting/host-routing.json"
-MANIFEST_PATH = "/etc/cloudinit-hostrouting/manifest.json"
-UNIT_DIR = "/etc/systemd/system"
-STATIC_UNIT = "hostrouting-static-routes.service"
-CHECK_UNIT = "hostrouting-route-overlap.service"
-GUARD_UNIT = "hostrouting-guard.service"
-DROPIN_NAME = "50-hostrouting.conf"
-PROTOS_PATH = "/etc/iproute2/rt_protos.d/cloudinit-hostrouting.conf"
-# Our routes carry this rtnetlink protocol, so they can always be told apart
-# from everyone else's (`ip route show proto hostrouting`).  Unused by the kernel
-# and by iproute2's reserved list.
-RTPROT_HOSTROUTING = 214
-# Routes the guard adds on its own (auto_mitigate), so it can reconcile exactly them.
-RTPROT_HOSTROUTING_AUTO = 215
+from .constants import (
+    CHECK_UNIT,
+    CONFIG_PATH,
+    DROPIN_NAME,
+    GUARD_UNIT,
+    PROTOS_PATH,
+    RTPROT_HOSTROUTING,
+    RTPROT_HOSTROUTING_AUTO,
+    STATIC_UNIT,
+    UNIT_DIR,
+)
 
 HEADER = (
     "# Written by cloudinit-hostrouting (cloud-init module host_routing).\n"

@@ -1,0 +1,40 @@
+"""Every number and path the package shares, in one place.
+
+Kept free of imports so that any module, on the units' boot path or not, can
+use it for nothing.  A value that two modules both need lives here, not in
+either of them: a protocol tag spelled twice is a route misjudged once.
+"""
+
+# --- rtnetlink ----------------------------------------------------------------
+# Our routes carry this rtnetlink protocol, so they can always be told apart
+# from everyone else's (`ip route show proto hostrouting`).  Unused by the
+# kernel and by iproute2's reserved list.
+RTPROT_HOSTROUTING = 214
+# Routes the guard adds on its own (auto_mitigate), so it can reconcile exactly them.
+RTPROT_HOSTROUTING_AUTO = 215
+OUR_PROTOS = frozenset({RTPROT_HOSTROUTING, RTPROT_HOSTROUTING_AUTO})
+RTPROT_KERNEL = 2
+
+MAIN_TABLE = 254
+LOCAL_TABLE = 255
+
+RTN_UNICAST = 1
+RT_SCOPE_UNIVERSE = 0
+RT_SCOPE_LINK = 253
+ARPHRD_ETHER = 1
+ARPHRD_INFINIBAND = 32
+
+# --- files ----------------------------------------------------------------------
+RUN_DIR = "/run/cloudinit-hostrouting"
+CONFIG_DIR = "/etc/cloudinit-hostrouting"
+CONFIG_PATH = CONFIG_DIR + "/host-routing.json"
+MANIFEST_PATH = CONFIG_DIR + "/manifest.json"
+UNIT_DIR = "/etc/systemd/system"
+PROTOS_PATH = "/etc/iproute2/rt_protos.d/cloudinit-hostrouting.conf"
+
+# --- units ----------------------------------------------------------------------
+STATIC_UNIT = "hostrouting-static-routes.service"
+CHECK_UNIT = "hostrouting-route-overlap.service"
+GUARD_UNIT = "hostrouting-guard.service"
+OUR_UNITS = (STATIC_UNIT, CHECK_UNIT)
+DROPIN_NAME = "50-hostrouting.conf"
