@@ -68,11 +68,19 @@ def resolve(root: str, path: str, follow_last: bool = True) -> str:
     if not path.startswith("/"):
         raise RootError(f"{path!r} is not an absolute path")
     done = ""  # resolved part, relative to root, "" or "/a/b"
-    todo = [c for c in path.split("/") if c and c != "."]
+    # "." stays in, so "file/." fails as in the kernel (a non-directory followed by more).
+    todo = [c for c in path.split("/") if c]
     links = 0
+    missing = False  # has a component been absent? Then so is everything below it
     while todo:
         name = todo.pop(0)
+        if name == ".":
+            continue
         if name == "..":
+            if missing:  # the kernel cannot climb out of what does not exist: nor do we
+                raise RootError(f"{root.rstrip('/')}{path}: climbs with '..' out of a "
+                                "directory that does not exist. Fix: create it or fix the "
+                                "symlink")
             done = done.rsplit("/", 1)[0]  # ".." at the root stays at the root
             continue
         candidate = f"{done}/{name}"
@@ -82,7 +90,7 @@ def resolve(root: str, path: str, follow_last: bool = True) -> str:
         try:
             st = os.lstat(root.rstrip("/") + candidate)
         except FileNotFoundError:
-            done = candidate
+            done, missing = candidate, True
             continue
         except OSError as err:
             raise RootError(f"{root.rstrip('/')}{candidate}: {err.strerror}. Fix: make it "
@@ -95,7 +103,7 @@ def resolve(root: str, path: str, follow_last: bool = True) -> str:
             target = os.readlink(root.rstrip("/") + candidate)
             if target.startswith("/"):
                 done = ""
-            todo = [c for c in target.split("/") if c and c != "."] + todo
+            todo = [c for c in target.split("/") if c] + todo
             continue
         if todo and not stat.S_ISDIR(st.st_mode):
             raise RootError(f"{root.rstrip('/')}{candidate} is not a directory, but {path} "
