@@ -68,8 +68,8 @@ def _dir_problem(option: str, directory: str, err: OSError) -> str:
     return f"{option} {directory} {what}. Fix: give {option} a writable directory"
 
 
-def _seconds(high: float, zero_ok: bool = True) -> Callable[[str], float]:
-    """An argparse type: finite seconds from 0 (or above 0) to ``high``.
+def _seconds(high: float) -> Callable[[str], float]:
+    """An argparse type: finite seconds from 0 to ``high``.
 
     ``float()`` alone accepts nan (every comparison false: checks pass) and inf
     (a wait that never ends), so both are refused here, with the range.
@@ -79,10 +79,9 @@ def _seconds(high: float, zero_ok: bool = True) -> Callable[[str], float]:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-        if not (math.isfinite(value) and 0 <= value <= high and (value > 0 or zero_ok)):
+        if not (math.isfinite(value) and 0 <= value <= high):
             raise argparse.ArgumentTypeError(
-                f"{text!r} is not a number of seconds {'from 0' if zero_ok else 'above 0'} "
-                f"up to {high:g}")
+                f"{text!r} is not a number of seconds from 0 up to {high:g}")
         return value
     return parse
 
@@ -400,9 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "http://169.254.169.254/metadata/instance)")
     p.add_argument("--format", choices=("yaml", "json"), default="yaml",
                    help="output format (default: %(default)s)")
-    p.add_argument("--timeout", type=_seconds(MAX_IMDS_TIMEOUT_S, zero_ok=False),
-                   default=10.0, metavar="SECONDS",
-                   help="overall deadline for IMDS, retries included, above 0 to "
+    p.add_argument("--timeout", type=_seconds(MAX_IMDS_TIMEOUT_S), default=10.0,
+                   metavar="SECONDS",
+                   help="overall deadline for IMDS, retries included, above 0 up to "
                         f"{MAX_IMDS_TIMEOUT_S:g} (default: %(default)s)")
     p.add_argument("--netns", metavar="NAME",
                    help="read routes from this network namespace instead of the host's "

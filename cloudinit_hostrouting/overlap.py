@@ -230,9 +230,10 @@ def clear_verdict(run_dir: str, also: Iterable[str] = ()) -> None:
 
 
 def write_markers(run_dir: str, verdict: Verdict) -> None:
-    """Exactly one marker for the verdict (the others removed), then status.json.
+    """status.json, then exactly one marker for the verdict (the others removed first).
 
     ``.ok`` is empty, ``.detected`` holds upstream's lines, ``.unknown`` the reason.
+    The marker comes last, so whoever sees a marker finds the status.json behind it.
     """
     os.makedirs(run_dir, exist_ok=True)
     if isinstance(verdict, Unknown):
@@ -245,6 +246,6 @@ def write_markers(run_dir: str, verdict: Verdict) -> None:
         if other != name:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(run_dir, other))
-    write_atomic(os.path.join(run_dir, name), text)
     write_atomic(os.path.join(run_dir, STATUS),
                  json.dumps(verdict.to_dict(), indent=2, sort_keys=True) + "\n")
+    write_atomic(os.path.join(run_dir, name), text)

@@ -312,8 +312,8 @@ def test_hostile_file_state(case: Case, tmp_path: Path) -> None:
 NUMBERS = [
     ("check-overlap", "--wait", value) for value in ("-1", "nan", "inf", "-inf", "1e9", "abc")
 ] + [("apply-routes", "--wait", "inf")] + [
-    ("azure-suggest", "--timeout", value) for value in ("0", "-5", "nan", "inf", "1e6")
-]
+    ("azure-suggest", "--timeout", value) for value in ("-5", "nan", "inf", "1e6")
+]  # azure-suggest --timeout 0 is refused by azure.py itself (test_azure.py)
 
 
 @pytest.mark.parametrize("command,option,value", NUMBERS,
