@@ -15,20 +15,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Sequence
+from typing import Any, Dict, List, Sequence
 
 import pytest
 import yaml
 from netns import CLUSTER_CIDR, ETH_GW, IB_PEER_PROBE, NDHost
 
 SERVICE_CIDR = "10.96.0.0/12"
-
-
-@pytest.fixture
-def host() -> Iterator[NDHost]:
-    h = NDHost()
-    yield h
-    h.close()
 
 
 def write_config(tmp_path: Path, routes: List[Dict[str, Any]], mode: str = "STRICT",
