@@ -91,8 +91,8 @@ def _unit_exists_on_host(name: str) -> bool:
     return any(os.path.exists(os.path.join(d, name)) for d in SYSTEM_UNIT_DIRS)
 
 
-def verify_units(root: str, gate_units: Sequence[str],
-                 stub_dir: str) -> Tuple[int, List[str]]:
+def verify_units(root: str, gate_units: Sequence[str], stub_dir: str,
+                 units: Sequence[str] = OUR_UNITS) -> Tuple[int, List[str]]:
     """Run ``systemd-analyze verify`` on our units and each gated unit with our drop-in.
 
     ``SYSTEMD_UNIT_PATH=<root>/etc/systemd/system:<stubs>:`` (the trailing colon
@@ -110,7 +110,7 @@ def verify_units(root: str, gate_units: Sequence[str],
         pytest.fail("systemd-analyze not found: install systemd (scripts/setup-dev)",
                     pytrace=False)
     os.makedirs(stub_dir, exist_ok=True)
-    names = list(OUR_UNITS)
+    names = list(units)
     for unit in gate_units:
         if not _unit_exists_on_host(unit):
             with open(os.path.join(stub_dir, unit), "w", encoding="utf-8") as handle:
