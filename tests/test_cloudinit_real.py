@@ -354,9 +354,10 @@ def test_first_boot_status_per_version(lifecycle: Dict[str, Boot], cloudinit: Cl
     """What ``cloud-init status --long`` really says after a good first boot.
 
     22.4 accepts the unknown top-level key silently: done, exit 0.  25.1 and
-    26.2 (as every cloud-init from 23.4 on, NOTES §7) log a schema warning for ``host_routing`` (no third-party schema hook, upstream
-    issue #5558), so status is done but extended_status is "degraded done" and
-    the exit code is 2: health checks demanding 0 trip on it (NOTES §3).
+    26.2 (as every cloud-init from 23.4 on, NOTES §7) log a schema warning for
+    ``host_routing`` (no third-party schema hook, upstream issue #5558), so
+    status is done but extended_status is "degraded done" and the exit code
+    is 2: health checks demanding 0 trip on it (NOTES §3).
     ``cloud-init schema --system`` shows the cause.  Status reports
     "enabled-by-sysvinit" because the sandbox has no /run/systemd/system.
     """
