@@ -52,9 +52,10 @@ def modules(root: Path) -> List[Any]:
     return result
 
 
-def install(root: Path, deb: Path) -> str:
+def install(root: Path, deb: Path, how: str = "dpkg -i") -> str:
     debroot.copy_in(root, deb, DEB_IN_ROOT)
-    return in_root(root, f"dpkg -i {DEB_IN_ROOT}").stdout
+    return in_root(root, f"cd {Path(DEB_IN_ROOT).parent} && {how} ./{Path(DEB_IN_ROOT).name}"
+                   ).stdout
 
 
 def status(root: Path) -> str:
@@ -96,7 +97,7 @@ def test_install_puts_the_module_where_every_python3_sees_it(
     """
     before = modules(root)
     assert ENTRY not in before
-    out = install(root, package["deb"])
+    out = install(root, package["deb"], how="apt-get install -y")  # the README's command
     assert f"enabled: wrote {OUR_CFG}" in out
     assert status(root) == "install ok installed"
     assert modules(root) == [*before, ENTRY]
@@ -211,14 +212,14 @@ def test_remove_undoes_enablement_and_purge_removes_exactly_what_uninstall_does(
     assert "/etc/systemd/system/hostrouting-guard.service" in manifest
     rendered = files(root)
 
-    in_root(root, "dpkg -r cloudinit-hostrouting")
+    in_root(root, "apt-get remove -y cloudinit-hostrouting")
     assert status(root) == "deinstall ok config-files"
     assert modules(root) == distro
     assert not (root / OUR_CFG.lstrip("/")).exists()
     assert not (root / "usr/lib/python3/dist-packages/cloudinit_hostrouting").exists()
     assert files(root) == rendered - {OUR_CFG.lstrip("/")}, "remove touched instance files"
 
-    out = in_root(root, "dpkg -P cloudinit-hostrouting").stdout
+    out = in_root(root, "apt-get purge -y cloudinit-hostrouting").stdout
     assert status(root) == "not-installed"
     left_by_uninstall = files(root / "tmp/ref")
     assert left_by_uninstall == {foreign.lstrip("/")}

@@ -116,8 +116,8 @@ systemctl --no-block poweroff
 
 
 def boot_scenario(suite: str, deb: Path, config: str, work: Path,
-                  dropins: Dict[str, str] | None = None) -> Dict[str, Any]:
-    """Install the .deb, render ``config``, boot; return the evidence."""
+                  dropins: Dict[str, str] | None = None, then: str = "") -> Dict[str, Any]:
+    """Install the .deb, render ``config``, run ``then`` in the root, boot; return the evidence."""
     with debroot.fresh_root(suite) as root:
         debroot.copy_in(root, deb, "/tmp/cloudinit-hostrouting.deb")
         put(root, "/tmp/c.yaml", config)
@@ -136,6 +136,7 @@ mkdir -p {Path(TEXTFILE).parent}
 cloudinit-hostrouting render --config /tmp/c.yaml --root /
 systemctl enable hr-netsetup.service hr-evidence.service {GATED} 2>/dev/null
 systemctl mask console-getty.service systemd-firstboot.service 2>/dev/null
+{then}
 """)
         evidence = work / "evidence"
         proc = debroot.boot(root, evidence)
@@ -251,3 +252,18 @@ def test_a_too_tight_sandbox_is_caught(package: Dict[str, Path], tmp_path: Path)
         got["journal-ours"]
     assert not OUR_ROUTE.search(got["routes"])
     assert show(got, GATED)["ExecMainStartTimestampMonotonic"] == "0"
+
+
+def test_after_apt_get_remove_strict_gates_stay_closed(package: Dict[str, Path],
+                                                       tmp_path: Path) -> None:
+    """remove keeps the instance's units (configuration) but not the commands they run.
+
+    So at the next boot the check fails and a STRICT gate stays closed: never
+    start unverified.  ``apt-get purge`` (or ``uninstall``) removes the gate.
+    """
+    got = boot_scenario("bookworm", package["deb"], FIXED, tmp_path,
+                        then="apt-get remove -y cloudinit-hostrouting >/dev/null")
+    check, gated = show(got, CHECK), show(got, GATED)
+    assert check["Result"] == "exit-code"
+    assert "No module named cloudinit_hostrouting" in got["journal-ours"]
+    assert gated["ExecMainStartTimestampMonotonic"] == "0"
