@@ -95,6 +95,9 @@ def test_install_puts_the_module_where_every_python3_sees_it(
     ran for it, and cloud-init's effective init-stage list is the distro's
     plus ours (postinst ran enable-module).
     """
+    depends = debroot.run(["dpkg-deb", "-f", str(package["deb"]), "Depends"], timeout=60).stdout
+    assert {"cloud-init", "python3-pyroute2", "python3-yaml"} <= {
+        dep.split()[0] for dep in depends.split(", ")}
     before = modules(root)
     assert ENTRY not in before
     out = install(root, package["deb"], how="apt-get install -y")  # the README's command
@@ -118,6 +121,9 @@ cloudinit-hostrouting --version
     assert compiled, f"no byte-code for python {tag}: py3compile did not run"
     if suite == "forky":
         assert tag.startswith("31") and int(tag) >= 314, tag
+    doc = root / "usr/share/doc/cloudinit-hostrouting"
+    assert (doc / "examples/nd-h100-strict.yaml").is_file()
+    assert (root / "usr/share/man/man1/cloudinit-hostrouting.1.gz").is_file()
 
 
 def test_reinstall_keeps_the_enablement_file(root: Path, package: Dict[str, Path]) -> None:

@@ -28,6 +28,7 @@ UNITS = ("hostrouting-static-routes.service", "hostrouting-route-overlap.service
          "hostrouting-guard.service", "hrgated.service")
 STATIC, CHECK, GUARD, GATED = UNITS
 TEXTFILE = "/var/lib/node_exporter/textfile_collector/hostrouting.prom"
+ELSEWHERE = "/srv/metrics/hostrouting.prom"  # not a documented collector directory
 CAP_NET_ADMIN = 1 << 12
 # Ours, tagged rtnetlink protocol 214, which our rt_protos.d file names.
 OUR_ROUTE = re.compile(r"^10\.0\.5\.0/24 via 10\.1\.0\.1 dev eth0 proto (214|hostrouting) ",
@@ -109,6 +110,7 @@ ip -4 route >"$E/routes"
 ip -4 route get 10.0.5.1 >"$E/route-get" 2>&1 || true
 mkdir -p "$E/run" && cp -a /run/cloudinit-hostrouting/. "$E/run/" 2>/dev/null || true
 cp {TEXTFILE} "$E/textfile" 2>/dev/null || true
+cp {ELSEWHERE} "$E/textfile-elsewhere" 2>/dev/null || true
 journalctl -b --no-pager -o short-monotonic >"$E/journal"
 journalctl -b --no-pager -o short-monotonic -u 'hostrouting-*' >"$E/journal-ours"
 systemctl --no-block poweroff
@@ -132,7 +134,7 @@ def boot_scenario(suite: str, deb: Path, config: str, work: Path,
             put(root, f"/etc/systemd/system/{unit}.d/90-test.conf", text)
         in_root(root, f"""
 dpkg -i /tmp/cloudinit-hostrouting.deb >/dev/null
-mkdir -p {Path(TEXTFILE).parent}
+mkdir -p {Path(TEXTFILE).parent} {Path(ELSEWHERE).parent}
 cloudinit-hostrouting render --config /tmp/c.yaml --root /
 systemctl enable hr-netsetup.service hr-evidence.service {GATED} 2>/dev/null
 systemctl mask console-getty.service systemd-firstboot.service 2>/dev/null
@@ -267,3 +269,25 @@ def test_after_apt_get_remove_strict_gates_stay_closed(package: Dict[str, Path],
     assert check["Result"] == "exit-code"
     assert "No module named cloudinit_hostrouting" in got["journal-ours"]
     assert gated["ExecMainStartTimestampMonotonic"] == "0"
+
+
+@pytest.mark.parametrize("dropin", [True, False])
+def test_a_textfile_elsewhere_needs_a_readwritepaths_dropin(
+        package: Dict[str, Path], tmp_path: Path, dropin: bool) -> None:
+    """The guard may write only the documented collector directories (README).
+
+    With the README's drop-in (``ReadWritePaths=`` the directory) a textfile
+    elsewhere is written; without it the file system is read-only there and
+    the guard fails, while routes and the boot check are unaffected.
+    """
+    config = FIXED.replace(TEXTFILE, ELSEWHERE)
+    dropins = {GUARD: f"[Service]\nReadWritePaths={Path(ELSEWHERE).parent}\n"} if dropin else {}
+    got = boot_scenario("bookworm", package["deb"], config, tmp_path, dropins=dropins)
+    assert show(got, CHECK)["Result"] == "success"
+    if dropin:
+        assert show(got, GUARD)["ActiveState"] == "active"
+        assert "hostrouting_check_ok 1" in got["textfile-elsewhere"]
+    else:
+        assert show(got, GUARD)["ActiveState"] != "active"
+        assert "textfile-elsewhere" not in got
+        assert "Read-only file system" in got["journal-ours"]
