@@ -21,13 +21,6 @@ import pytest
 TOOLS = ("mmdebstrap", "systemd-nspawn", "unshare", "chroot", "dpkg-deb", "lintian")
 
 
-def pytest_collection_modifyitems(items: list) -> None:
-    here = Path(__file__).parent
-    for item in items:
-        if Path(str(item.fspath)).parent == here:
-            item.add_marker(pytest.mark.deb)
-
-
 @pytest.fixture(scope="session")
 def host_ready() -> None:
     problems = [f"{tool} not found" for tool in TOOLS if shutil.which(tool) is None]

@@ -22,6 +22,9 @@ from debroot import in_root, put
 
 import cloudinit_hostrouting
 
+# Run by `tox -e deb` only (root, mmdebstrap, systemd-nspawn); never skipped.
+pytestmark = pytest.mark.deb
+
 OUR_CFG = "/etc/cloud/cloud.cfg.d/99_zz-cloudinit-hostrouting.cfg"
 ENTRY = ["host_routing", "once-per-instance"]
 DEB_IN_ROOT = "/tmp/cloudinit-hostrouting.deb"

@@ -24,6 +24,9 @@ import debroot
 import pytest
 from debroot import in_root, put
 
+# Run by `tox -e deb` only (root, mmdebstrap, systemd-nspawn); never skipped.
+pytestmark = pytest.mark.deb
+
 UNITS = ("hostrouting-static-routes.service", "hostrouting-route-overlap.service",
          "hostrouting-guard.service", "hrgated.service")
 STATIC, CHECK, GUARD, GATED = UNITS
