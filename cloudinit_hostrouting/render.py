@@ -26,9 +26,15 @@ from .constants import (
     PROTOS_PATH,
     RTPROT_HOSTROUTING,
     RTPROT_HOSTROUTING_AUTO,
+    RUN_DIR,
     STATIC_UNIT,
     UNIT_DIR,
 )
+
+# node_exporter textfile collector directories the guard may write into: the
+# one the README and examples use, and Debian's prometheus-node-exporter's.
+TEXTFILE_DIRS = ("/var/lib/node_exporter/textfile_collector",
+                 "/var/lib/prometheus/node-exporter")
 
 HEADER = (
     "# Written by cloudinit-hostrouting (cloud-init module host_routing).\n"
@@ -45,14 +51,63 @@ class Entry(NamedTuple):
     mode: int = 0o644
 
 
-def _unit(description: str, ordering: str, service: str) -> str:
+# The sandbox every unit of ours runs in (systemd.exec(5)): everything
+# `systemd-analyze security` lists, minus what the commands need.
+# - Root, but with CAP_NET_ADMIN as the only capability where routes change
+#   (static routes, guard) and none at all for the check, which only reads the
+#   kernel's tables and its config and writes its own run directory.  Root and
+#   not a DynamicUser=: the three units share one run directory whose markers
+#   must outlive each oneshot (a dynamic UID can differ per unit and boot), and
+#   the guard may write a textfile into a root-owned collector directory.
+#   Reading other files (the Hyper-V KVP pool, /etc/waagent.conf) needs nothing.
+# - The host's network namespace (PrivateNetwork= would hide the very routes
+#   we manage), reached through netlink only; AF_UNIX for sd_notify; no IP
+#   sockets at all.
+# - A read-only file system (ProtectSystem=strict) except the run directory,
+#   which systemd creates, makes writable and keeps (RuntimeDirectoryPreserve=).
+_HARDENING = f"""\
+NoNewPrivileges=yes
+ProtectSystem=strict
+ProtectHome=yes
+PrivateTmp=yes
+PrivateDevices=yes
+DevicePolicy=closed
+ProtectClock=yes
+ProtectHostname=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectProc=invisible
+ProcSubset=pid
+PrivateMounts=yes
+RestrictAddressFamilies=AF_NETLINK AF_UNIX
+IPAddressDeny=any
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+MemoryDenyWriteExecute=yes
+SystemCallArchitectures=native
+SystemCallFilter=@system-service
+SystemCallFilter=~@privileged @resources
+SystemCallErrorNumber=EPERM
+UMask=0022
+RuntimeDirectory={RUN_DIR.removeprefix("/run/")}
+RuntimeDirectoryMode=0755
+RuntimeDirectoryPreserve=yes
+"""
+
+
+def _unit(description: str, ordering: str, service: str, capabilities: str) -> str:
     """A unit of ours: fixed text around one subcommand; never any user data."""
     return HEADER.format(config=CONFIG_PATH) + f"""\
 [Unit]
 Description={description} (cloudinit-hostrouting)
 {ordering}
 [Service]
-{service}
+{service}CapabilityBoundingSet={capabilities}
+{_HARDENING}
 [Install]
 WantedBy=multi-user.target
 """
@@ -73,7 +128,7 @@ def static_unit(python: str) -> str:
 Wants=network-online.target
 After=network-online.target
 Before={CHECK_UNIT}
-""", _oneshot(python, "apply-routes"))
+""", _oneshot(python, "apply-routes"), "CAP_NET_ADMIN")
 
 
 def check_unit(python: str) -> str:
@@ -81,11 +136,15 @@ def check_unit(python: str) -> str:
     return _unit("Check expected CIDRs route via the default interface", f"""\
 Wants=network-online.target {STATIC_UNIT}
 After=network-online.target {STATIC_UNIT}
-""", _oneshot(python, "check-overlap"))
+""", _oneshot(python, "check-overlap"), "")
 
 
 def guard_unit(python: str) -> str:
-    """The opt-in long-running guard; stopping it leaves every route as it is."""
+    """The opt-in long-running guard; stopping it leaves every route as it is.
+
+    Beyond the run directory it may write the node_exporter textfile; the
+    documented collector directories are writable if they exist (``-``).
+    """
     return _unit("Keep host routes right after boot", f"""\
 Wants={STATIC_UNIT}
 After={STATIC_UNIT} {CHECK_UNIT}
@@ -94,7 +153,8 @@ Type=notify
 ExecStart={python} -m cloudinit_hostrouting guard --config {CONFIG_PATH}
 Restart=on-failure
 RestartSec=2s
-""")
+ReadWritePaths={" ".join("-" + d for d in TEXTFILE_DIRS)}
+""", "CAP_NET_ADMIN")
 
 
 def gate_dropin(strict: bool) -> str:

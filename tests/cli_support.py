@@ -2,7 +2,8 @@
 
 Nothing here mocks anything.  The command runs as a subprocess
 (``python -m cloudinit_hostrouting``, the exact form the units use), cloud-init
-25.1 is the real Debian 13 package unpacked by ``scripts/setup-dev``, and unit
+25.1 and 26.2 are the real Debian 13 and forky packages unpacked by
+``scripts/setup-dev``, and unit
 files are checked by the host's real ``systemd-analyze verify``.
 """
 
@@ -19,9 +20,14 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES_DIR = os.path.join(REPO, "config-examples")
 CI25_DIR = os.environ.get("CLOUDINIT25_DIR", "/opt/cloudinit-hostrouting-test/cloud-init-25.1")
-CI25_SITE = os.path.join(CI25_DIR, "usr/lib/python3/dist-packages")
-# Both supported cloud-init versions: 22.4 is Debian 12's system package, 25.1 the unpacked one.
-CLOUDINIT_VERSIONS = ("22.4", "25.1")
+CI26_DIR = os.environ.get("CLOUDINIT26_DIR", "/opt/cloudinit-hostrouting-test/cloud-init-26.2")
+# The unpacked versions: where each lives (its etc/cloud is that release's distro config).
+UNPACKED_DIRS = {"25.1": CI25_DIR, "26.2": CI26_DIR}
+# Every supported cloud-init: 22.4 is Debian 12's system package, the others are unpacked.
+CLOUDINIT_VERSIONS = ("22.4", *UNPACKED_DIRS)
+# The /etc/cloud each version's own Debian release ships.
+DISTRO_CLOUD_DIRS = {"22.4": "/etc/cloud",
+                     **{v: os.path.join(d, "etc/cloud") for v, d in UNPACKED_DIRS.items()}}
 
 UNIT_DIR = "etc/systemd/system"
 OUR_UNITS = ("hostrouting-static-routes.service", "hostrouting-route-overlap.service")
@@ -31,16 +37,17 @@ SYSTEM_UNIT_DIRS = ("/etc/systemd/system", "/lib/systemd/system", "/usr/lib/syst
 def cloudinit_env(version: str) -> Dict[str, str]:
     """Environment in which ``import cloudinit`` gives ``version``.
 
-    25.1 missing is a broken dev setup, not a reason to skip: the tests that
-    prove both versions would silently prove one.
+    An unpacked version missing is a broken dev setup, not a reason to skip:
+    the tests that prove every version would silently prove fewer.
     """
     env = dict(os.environ)
     paths = [REPO]
-    if version == "25.1":
-        if not os.path.isfile(os.path.join(CI25_SITE, "cloudinit", "version.py")):
-            pytest.fail(f"cloud-init 25.1 is not unpacked at {CI25_DIR}; "
+    if version in UNPACKED_DIRS:
+        site = os.path.join(UNPACKED_DIRS[version], "usr/lib/python3/dist-packages")
+        if not os.path.isfile(os.path.join(site, "cloudinit", "version.py")):
+            pytest.fail(f"cloud-init {version} is not unpacked at {UNPACKED_DIRS[version]}; "
                         "run scripts/setup-dev (as root) first", pytrace=False)
-        paths.insert(0, CI25_SITE)
+        paths.insert(0, site)
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(paths)
@@ -84,8 +91,8 @@ def _unit_exists_on_host(name: str) -> bool:
     return any(os.path.exists(os.path.join(d, name)) for d in SYSTEM_UNIT_DIRS)
 
 
-def verify_units(root: str, gate_units: Sequence[str],
-                 stub_dir: str) -> Tuple[int, List[str]]:
+def verify_units(root: str, gate_units: Sequence[str], stub_dir: str,
+                 units: Sequence[str] = OUR_UNITS) -> Tuple[int, List[str]]:
     """Run ``systemd-analyze verify`` on our units and each gated unit with our drop-in.
 
     ``SYSTEMD_UNIT_PATH=<root>/etc/systemd/system:<stubs>:`` (the trailing colon
@@ -103,7 +110,7 @@ def verify_units(root: str, gate_units: Sequence[str],
         pytest.fail("systemd-analyze not found: install systemd (scripts/setup-dev)",
                     pytrace=False)
     os.makedirs(stub_dir, exist_ok=True)
-    names = list(OUR_UNITS)
+    names = list(units)
     for unit in gate_units:
         if not _unit_exists_on_host(unit):
             with open(os.path.join(stub_dir, unit), "w", encoding="utf-8") as handle:

@@ -1,4 +1,4 @@
-"""Boot the REAL cloud-init (22.4 or 25.1) on a NoCloud seed inside a throwaway sandbox.
+"""Boot the REAL cloud-init (22.4, 25.1 or 26.2) on a NoCloud seed inside a throwaway sandbox.
 
 Why a sandbox and not mocks: the contract of the ``host_routing`` module is with
 cloud-init itself (module discovery through the top-level shim, the ``handle``
@@ -59,7 +59,14 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 REPO = Path(__file__).resolve().parent.parent
-CI25_DEFAULT = "/opt/cloudinit-hostrouting-test/cloud-init-25.1"
+# The newer cloud-inits, unpacked by scripts/setup-dev: version -> (env override, default).
+# All run on /usr/bin/python3 (3.11): 26.2 is forky's package, built for
+# Python 3.14, and imports and runs on 3.11 as well (forky's own python3.14 needs
+# glibc 2.38 and cannot run on Debian 12, so the VM suite is where 3.14 is proven).
+UNPACKED = {
+    "25.1": ("CLOUDINIT25_DIR", "/opt/cloudinit-hostrouting-test/cloud-init-25.1"),
+    "26.2": ("CLOUDINIT26_DIR", "/opt/cloudinit-hostrouting-test/cloud-init-26.2"),
+}
 DIST_PACKAGES = "usr/lib/python3/dist-packages"
 STAGE_TIMEOUT = 180  # seconds per cloud-init invocation; a normal one takes about 1-3 s
 BOOT_TIMEOUT = 900  # seconds for a whole sandboxed boot
@@ -127,17 +134,18 @@ class CloudInit:
 
 
 def cloudinit_versions() -> Dict[str, Optional[CloudInit]]:
-    """The two supported versions, or None where this host does not have one."""
-    found: Dict[str, Optional[CloudInit]] = {"22.4": None, "25.1": None}
+    """Every supported version, or None where this host does not have one."""
+    found: Dict[str, Optional[CloudInit]] = {"22.4": None, **{v: None for v in UNPACKED}}
     if Path("/usr/lib/python3/dist-packages/cloudinit/version.py").exists() and Path(
         "/usr/bin/cloud-init"
     ).exists():
         found["22.4"] = CloudInit("22.4", "/usr/bin/cloud-init", [])
-    base = Path(os.environ.get("CLOUDINIT25_DIR", CI25_DEFAULT))
-    if (base / DIST_PACKAGES / "cloudinit/version.py").exists():
-        found["25.1"] = CloudInit(
-            "25.1", str(base / "usr/bin/cloud-init"), [str(base / DIST_PACKAGES)]
-        )
+    for version, (env, default) in UNPACKED.items():
+        base = Path(os.environ.get(env, default))
+        if (base / DIST_PACKAGES / "cloudinit/version.py").exists():
+            found[version] = CloudInit(
+                version, str(base / "usr/bin/cloud-init"), [str(base / DIST_PACKAGES)]
+            )
     return found
 
 

@@ -1,4 +1,4 @@
-"""The ``host_routing`` module run by the REAL cloud-init 22.4 and 25.1, stage by stage.
+"""The ``host_routing`` module run by the REAL cloud-init 22.4, 25.1 and 26.2, stage by stage.
 
 Each test boots cloud-init (``init --local``, ``init``, ``modules --mode config``,
 ``modules --mode final``, then ``status --long``) on a NoCloud seed inside the
@@ -10,8 +10,9 @@ systemctl is a stand-in that records its arguments, because PID 1 systemd cannot
 run in a mount namespace; the VM suite (tests/vm) boots real systemd and checks
 what it does with the units, the drop-ins and the non-blocking start.
 
-cloud-init 22.4 is Debian 12's package; 25.1 is Debian 13's, unpacked by
-``scripts/setup-dev`` (``CLOUDINIT25_DIR`` overrides where).  The package is
+cloud-init 22.4 is Debian 12's package; 25.1 is Debian 13's and 26.2 forky's,
+unpacked by ``scripts/setup-dev`` (``CLOUDINIT25_DIR``/``CLOUDINIT26_DIR``
+override where); all run on Debian 12's /usr/bin/python3.  The package is
 pip-installed into a directory on cloud-init's ``PYTHONPATH``, so cloud-init
 finds the top-level shim ``cc_host_routing`` on ``sys.path`` as on an image
 (see the sandbox module's docstring for why not the editable install).
@@ -174,7 +175,7 @@ def site() -> Iterator[Path]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.fixture(scope="module", params=["22.4", "25.1"])
+@pytest.fixture(scope="module", params=sorted(VERSIONS))
 def cloudinit(request: pytest.FixtureRequest) -> CloudInit:
     """Each supported cloud-init version in turn."""
     if UNAVAILABLE is not None:
@@ -352,10 +353,11 @@ def test_first_boot_writes_units_dropin_config_and_queues_without_blocking(
 def test_first_boot_status_per_version(lifecycle: Dict[str, Boot], cloudinit: CloudInit) -> None:
     """What ``cloud-init status --long`` really says after a good first boot.
 
-    22.4 accepts the unknown top-level key silently: done, exit 0.  25.1 logs a
-    schema warning for ``host_routing`` (no third-party schema hook, upstream
-    issue #5558), so status is done but extended_status is "degraded done" and
-    the exit code is 2: health checks demanding 0 trip on it (NOTES §3).
+    22.4 accepts the unknown top-level key silently: done, exit 0.  25.1 and
+    26.2 (as every cloud-init from 23.4 on, NOTES §7) log a schema warning for
+    ``host_routing`` (no third-party schema hook, upstream issue #5558), so
+    status is done but extended_status is "degraded done" and the exit code
+    is 2: health checks demanding 0 trip on it (NOTES §3).
     ``cloud-init schema --system`` shows the cause.  Status reports
     "enabled-by-sysvinit" because the sandbox has no /run/systemd/system.
     """

@@ -2,7 +2,7 @@
 
 The effective ``cloud_init_modules`` is computed by cloud-init itself
 (``util.read_conf_with_confd``, the function its stages use to read system
-config), in a subprocess importing 22.4 or 25.1, and the result is checked
+config), in a subprocess importing 22.4, 25.1 or 26.2, and the result is checked
 with that version's own schema.  So these tests prove what cloud-init will
 run, not what enable.py believes it wrote.
 """
@@ -19,12 +19,10 @@ from typing import Any, Dict, List
 
 import pytest
 import yaml
-from cli_support import CI25_DIR, CLOUDINIT_VERSIONS, cli, cloudinit_env
+from cli_support import CLOUDINIT_VERSIONS, DISTRO_CLOUD_DIRS, cli, cloudinit_env
 
 OUR_FILE = "etc/cloud/cloud.cfg.d/99_zz-cloudinit-hostrouting.cfg"
 ENTRY = ["host_routing", "once-per-instance"]
-# Each version checked against the cloud.cfg its own Debian release ships.
-DISTRO_CLOUD_DIRS = {"22.4": "/etc/cloud", "25.1": os.path.join(CI25_DIR, "etc/cloud")}
 
 # Runs inside the chosen cloud-init: print the effective list and what the schema says.
 _PROBE = """
@@ -59,7 +57,7 @@ def cloudinit_view(root: Path, version: str) -> Dict[str, Any]:
 def image(request: Any, tmp_path: Path) -> Dict[str, Any]:
     """A temp root holding a copy of the version's real /etc/cloud, and that version."""
     version = request.param
-    env = cloudinit_env(version)  # fails (never skips) when 25.1 is not unpacked
+    env = cloudinit_env(version)  # fails (never skips) when a version is not unpacked
     source = DISTRO_CLOUD_DIRS[version]
     assert os.path.isfile(os.path.join(source, "cloud.cfg")), f"{source}/cloud.cfg missing"
     root = tmp_path / "image"

@@ -13,7 +13,9 @@ from __future__ import annotations
 import configparser
 import json
 import os
+import re
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
@@ -285,3 +287,84 @@ def test_verify_fails_on_a_missing_executable(tmp_path: Path) -> None:
     rc, lines = verify_units(str(root), [], str(tmp_path / "stubs"))
     assert rc != 0
     assert any("/nonexistent/hr-python" in line for line in lines), lines
+
+
+# ----------------------------------------------------------------------------
+# Hardening: what `systemd-analyze security` makes of the rendered units
+# ----------------------------------------------------------------------------
+
+GUARD = "hostrouting-guard.service"
+ALL_UNITS = (STATIC, CHECK, GUARD)
+EXPOSURE_TARGET = 2.0
+# The directives the units had before hardening: what is left when every
+# sandboxing line is taken out again (the negative control below).
+UNHARDENED_KEYS = {"Description", "Wants", "After", "Before", "Type", "RemainAfterExit",
+                   "ExecStart", "TimeoutStartSec", "Restart", "RestartSec", "WantedBy"}
+
+
+@pytest.fixture
+def guard_root(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    raw = host_routing(gate_units=["systemd-nspawn@.service"])
+    raw["guard"] = {"enabled": True,
+                    "prometheus_textfile": "/var/lib/node_exporter/textfile_collector/hr.prom"}
+    rc, _, err = render(tmp_path, raw, root)
+    assert rc == 0, err
+    return root
+
+
+def exposure(root: Path, unit: str) -> float:
+    """The overall exposure systemd-analyze gives ``unit`` loaded from ``root``."""
+    if shutil.which("systemd-analyze") is None:
+        pytest.fail("systemd-analyze not found: install systemd (scripts/setup-dev)",
+                    pytrace=False)
+    proc = subprocess.run(["systemd-analyze", "security", "--no-pager", "--offline=true",
+                           f"--root={root}", unit], capture_output=True, text=True,
+                          timeout=120, check=False, env=dict(os.environ, SYSTEMD_COLORS="0"))
+    match = re.search(rf"Overall exposure level for {re.escape(unit)}: ([0-9.]+) ",
+                      proc.stdout + proc.stderr)
+    assert match, proc.stdout + proc.stderr
+    return float(match.group(1))
+
+
+@pytest.mark.parametrize("unit", ALL_UNITS)
+def test_each_unit_is_rated_at_most_the_target(guard_root: Path, unit: str) -> None:
+    """systemd's own analysis rates every unit we write at most 2.0 ("OK")."""
+    assert exposure(guard_root, unit) <= EXPOSURE_TARGET
+
+
+@pytest.mark.parametrize("unit", ALL_UNITS)
+def test_the_unhardened_units_are_rated_above_the_target(guard_root: Path, unit: str) -> None:
+    """Negative control: the same units without their sandboxing lines rate far above it.
+
+    Proves the analysis reads the rendered files (an analysis of nothing would
+    rate every unit the same) and that the sandboxing lines are what lowers it.
+    """
+    path = guard_root / SYSTEMD / unit
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+            if not line or line.startswith(("#", "[")) or line.split("=", 1)[0] in UNHARDENED_KEYS]
+    path.write_text("\n".join(kept) + "\n", encoding="utf-8")
+    assert exposure(guard_root, unit) > 9.0
+
+
+def test_units_get_only_the_capabilities_and_sockets_they_need(guard_root: Path) -> None:
+    """CAP_NET_ADMIN where routes change, none for the check; netlink and unix sockets only."""
+    want_caps = {STATIC: ["CAP_NET_ADMIN"], CHECK: [""], GUARD: ["CAP_NET_ADMIN"]}
+    for unit in ALL_UNITS:
+        service = unit_section((guard_root / SYSTEMD / unit).read_text(encoding="utf-8"),
+                               "Service")
+        assert service["CapabilityBoundingSet"] == want_caps[unit], unit
+        assert service["RestrictAddressFamilies"] == ["AF_NETLINK AF_UNIX"]
+        assert service["ProtectSystem"] == ["strict"] and service["NoNewPrivileges"] == ["yes"]
+        # One run directory shared by the three units, kept after each oneshot exits.
+        assert service["RuntimeDirectory"] == ["cloudinit-hostrouting"]
+        assert service["RuntimeDirectoryPreserve"] == ["yes"]
+        assert "User" not in service and "AmbientCapabilities" not in service
+
+
+def test_systemd_analyze_verify_accepts_the_hardened_guard(guard_root: Path,
+                                                           tmp_path: Path) -> None:
+    """verify loads all three hardened units, the guard included, without a complaint."""
+    rc, lines = verify_units(str(guard_root), ["systemd-nspawn@.service"],
+                             str(tmp_path / "stubs"), units=ALL_UNITS)
+    assert (rc, lines) == (0, [])

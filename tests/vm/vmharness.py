@@ -28,7 +28,10 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-MIRROR = os.environ.get("HR_VM_MIRROR", "http://deb.debian.org/debian")
+# The Debian archive this machine's apt uses (scripts/debian-mirror); HR_VM_MIRROR overrides.
+MIRROR = os.environ.get("HR_VM_MIRROR") or subprocess.run(
+    [sys.executable, str(REPO_ROOT / "scripts" / "debian-mirror")],
+    stdout=subprocess.PIPE, text=True, timeout=60, check=True).stdout.strip()
 CACHE_DIR = Path(os.environ.get("HR_VM_CACHE", "/var/cache/cloudinit-hostrouting-vm"))
 WORK_BASE = Path(os.environ.get("HR_VM_WORKDIR", "/var/tmp/cloudinit-hostrouting-vm"))
 # A quiet 2-core host needs ~2-3 min per boot; a loaded one several times that.
