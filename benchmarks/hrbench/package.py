@@ -1,0 +1,106 @@
+"""The package under test: a frozen snapshot, and the exact command lines its units run.
+
+The snapshot (``cloudinit_hostrouting/`` and ``cc_host_routing.py`` copied and byte-compiled
+at the start, its sha256 printed) keeps edits made while a long run goes on from mixing two
+versions into one table, and keeps the first measured process from paying for compiling
+``.pyc`` files.  Its directory is the working directory of every unit and worker process,
+so ``PY -m cloudinit_hostrouting`` finds it there, as it finds the installed package on a node.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from .fixtures import REPO
+from .procs import sh
+
+UNIT_PATH_ENV = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # systemd's
+MODULE = "cloudinit_hostrouting"
+UNIT_COMMANDS = ("apply-routes", "check-overlap")
+RUN_PY = REPO / "benchmarks" / "run.py"
+
+
+def interpreter_flags(execstart: str, python: str, command: str) -> Tuple[str, ...]:
+    """The interpreter flags of a unit's ``ExecStart=`` line (between PY and ``-m``).
+
+    Taken from the unit the package renders, so the benchmark runs what the units run even
+    when ExecStart gains a flag.  Any other shape is an error, not a guess.
+    """
+    words = shlex.split(execstart.split("=", 1)[1] if execstart.startswith("ExecStart=")
+                        else execstart)
+    try:
+        at = words.index("-m")
+    except ValueError:
+        raise ValueError(f"ExecStart without -m: {execstart!r}") from None
+    if words[0] != python or words[at + 1:at + 3] != [MODULE, command]:
+        raise ValueError(f"ExecStart is not `{python} ... -m {MODULE} {command}`: {execstart!r}")
+    return tuple(words[1:at])
+
+
+@dataclass
+class Package:
+    """Where the snapshot is, and how the units' interpreter is started on it."""
+
+    root: Path
+    digest: str
+    python: str
+    flags: Tuple[str, ...] = ()
+    extra_env: Dict[str, str] = field(default_factory=dict)
+
+    def env(self) -> Dict[str, str]:
+        """A unit-like environment: systemd's PATH, no PYTHONPATH, C.UTF-8, plus ``--unit-env``."""
+        return {"PATH": UNIT_PATH_ENV, "LANG": "C.UTF-8", **self.extra_env}
+
+    def unit_argv(self, ns: str, command: str, config: Path, run_dir: Optional[Path] = None,
+                  py_opts: Sequence[str] = ()) -> List[str]:
+        """``ip netns exec NS PY [flags] -m cloudinit_hostrouting COMMAND --config F``.
+
+        ``--run-dir`` keeps check-overlap's markers out of the real /run; ``py_opts`` adds
+        measurement options such as ``-X importtime``.
+        """
+        argv = ["ip", "netns", "exec", ns, self.python, *self.flags, *py_opts, "-m", MODULE,
+                command, "--config", str(config)]
+        return argv + (["--run-dir", str(run_dir)] if run_dir is not None else [])
+
+    def python_argv(self, ns: str, *args: str) -> List[str]:
+        """The units' interpreter with the units' flags, running ``args``, in ``ns``."""
+        return ["ip", "netns", "exec", ns, self.python, *self.flags, *args]
+
+    def run_worker(self, args: Sequence[str], timeout: float, netns: Optional[str] = None,
+                   wrap: Sequence[str] = ()) -> str:
+        """``PY [flags] benchmarks/run.py --worker ...``: a measurement inside the units'
+        interpreter, which imports only the standard library and the package."""
+        argv = [*wrap, self.python, *self.flags, str(RUN_PY), "--worker", *args]
+        if netns:
+            argv = ["ip", "netns", "exec", netns, *argv]
+        return sh(*argv, timeout=timeout, cwd=self.root, env=self.env())
+
+
+def snapshot(python: str, work: Path, extra_env: Dict[str, str]) -> Package:
+    """Copy the package into ``work/pkg``, byte-compile it there, and hash it."""
+    dest = work / "pkg"
+    shutil.copytree(REPO / MODULE, dest / MODULE,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copy2(REPO / "cc_host_routing.py", dest / "cc_host_routing.py")
+    sh(python, "-m", "compileall", "-q", str(dest), timeout=120)
+    digest = hashlib.sha256()
+    for path in sorted(dest.rglob("*.py")):
+        digest.update(str(path.relative_to(dest)).encode() + b"\0" + path.read_bytes())
+    return Package(dest, digest.hexdigest()[:12], python, extra_env=dict(extra_env))
+
+
+def check_importable(pkg: Package) -> None:
+    """Stop early, and say why, when the units' interpreter cannot import the snapshot."""
+    argv = [pkg.python, *pkg.flags, "-c", f"import {MODULE}.cli"]
+    try:
+        sh(*argv, timeout=60, cwd=pkg.root, env=pkg.env())
+    except RuntimeError as err:
+        raise SystemExit(
+            f"{' '.join(argv)} cannot import the package snapshot from its working directory "
+            f"{pkg.root}" + (f" (the units' flags {' '.join(pkg.flags)} may hide it; see "
+                             "--python-flags)" if pkg.flags else "") + f":\n{err}") from None

@@ -1,0 +1,92 @@
+"""Every number measured at one size, and the views the report takes of them.
+
+``unit`` is ``apply``, ``check`` or ``total`` (both units of one run added up); ``side`` is
+``ours`` or ``base``.  Saved with ``--json`` and read back by ``--report-from``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+from .pairs import Side
+from .procs import Proc
+from .stats import median, pair_ratios
+
+UNIT_LABELS = {"apply": "apply-routes", "check": "check-overlap", "total": "both units"}
+
+
+def _field(proc: Optional[Proc], kind: str) -> Optional[float]:
+    if proc is None:
+        return None
+    return proc.wall if kind == "wall" else proc.cpu
+
+
+@dataclass
+class SizeResult:
+    """All runs at one size: whole processes of both sides, and in-process timings of ours."""
+
+    n: int
+    m: int
+    ours: List[Side] = field(default_factory=list)
+    base: List[Side] = field(default_factory=list)
+    inproc: List[Dict[str, float]] = field(default_factory=list)
+
+    def units(self) -> List[str]:
+        return ["apply", "check", "total"] if self.m else ["apply"]
+
+    def samples(self, side: str, unit: str, kind: str = "wall") -> List[float]:
+        """Wall or CPU seconds (user+sys, reaped children included) per run, in run order."""
+        out = []
+        for run in self.ours if side == "ours" else self.base:
+            if unit == "total":
+                parts = [_field(run.apply, kind), _field(run.check, kind)]
+                out.append(sum(p for p in parts if p is not None))
+            else:
+                value = _field(getattr(run, unit), kind)
+                if value is not None:
+                    out.append(value)
+        return out
+
+    def ratios(self, unit: str, kind: str = "wall") -> List[float]:
+        """baseline/ours per run pair (same run, same size), not a ratio of medians."""
+        return pair_ratios(self.samples("base", unit, kind), self.samples("ours", unit, kind))
+
+    def med(self, side: str, unit: str, kind: str = "wall") -> float:
+        return median(self.samples(side, unit, kind))
+
+    def rss_mib(self, unit: str) -> float:
+        """Our unit's peak RSS, the worst of all runs, in MiB (``ru_maxrss`` is in KiB)."""
+        procs = [getattr(run, unit) for run in self.ours]
+        return max(p.maxrss_kb for p in procs if p is not None) / 1024
+
+    def inproc_med(self, key: str) -> float:
+        return median([x[key] for x in self.inproc if key in x])
+
+    def to_dict(self) -> Dict[str, Any]:
+        def side(s: Side) -> Dict[str, Any]:
+            return {"apply": s.apply._asdict(), "check": s.check._asdict() if s.check else None}
+
+        return {"n": self.n, "m": self.m, "ours": [side(s) for s in self.ours],
+                "baseline": [side(s) for s in self.base], "inproc": self.inproc}
+
+    @classmethod
+    def from_dict(cls, raw: Dict[str, Any]) -> SizeResult:
+        def side(d: Dict[str, Any]) -> Side:
+            return Side(Proc(**d["apply"]), Proc(**d["check"]) if d["check"] else None)
+
+        return cls(raw["n"], raw["m"], [side(s) for s in raw["ours"]],
+                   [side(s) for s in raw["baseline"]], raw["inproc"])
+
+
+def items(res: SizeResult, unit: str) -> int:
+    """What a unit's time is divided by: routes for apply-routes, CIDRs for check-overlap."""
+    return res.m if unit == "check" else res.n
+
+
+def inproc_points(results: List[SizeResult], unit: str) -> List[Tuple[int, float]]:
+    """(items, median in-process seconds of ``unit``), by size, where it was measured."""
+    key = f"{unit}_s"
+    points = [(items(r, unit), r.inproc_med(key)) for r in results
+              if items(r, unit) and any(key in x for x in r.inproc)]
+    return sorted(points)
