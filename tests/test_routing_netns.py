@@ -19,7 +19,7 @@ from typing import Any, Dict, Iterator, List, Sequence
 
 import pytest
 import yaml
-from netns import CLUSTER_CIDR, ETH_GW, IB_PEER_PROBE, NDHost
+from netns import CLUSTER_CIDR, ETH_GW, IB_PEER_PROBE, NDHost, sh
 
 SERVICE_CIDR = "10.96.0.0/12"
 EDGE_PROBE = str(Path(__file__).with_name("edge_probe.py"))
@@ -391,3 +391,25 @@ def test_the_guard_restores_nothing_over_a_foreign_route(host: NDHost, tmp_path:
                                               "dev": "ib0", "protocol": "static", "flags": []}]
     finally:
         guard.stop()
+
+
+def test_the_units_commands_never_import_pyroute2(host: NDHost, tmp_path: Path) -> None:
+    """Without --netns both units use the stdlib codec; with it (control) pyroute2 loads."""
+    cfg = write_config(tmp_path, [{"destination": CLUSTER_CIDR}], mode="WARN")
+    run_dir = str(tmp_path / "run")
+    for command in (["apply-routes", "--config", cfg], ["check-overlap", "--config", cfg,
+                                                        "--run-dir", run_dir]):
+        imported = imports("ip", "netns", "exec", host.ns, sys.executable, "-X", "importtime",
+                           "-m", "cloudinit_hostrouting", *command)
+        assert "cloudinit_hostrouting.rtnl" in imported
+        assert "pyroute2" not in imported, command
+    assert "pyroute2" in imports(sys.executable, "-X", "importtime", "-m",
+                                 "cloudinit_hostrouting", "check-overlap", "--config", cfg,
+                                 "--run-dir", run_dir, "--netns", host.ns)
+
+
+def imports(*argv: str) -> set:
+    """Every module a command imported, from its -X importtime report."""
+    proc = sh(*argv)
+    return {line.split("|")[-1].strip() for line in proc.stderr.splitlines()
+            if line.startswith("import time:")}
