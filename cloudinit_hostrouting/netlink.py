@@ -30,6 +30,7 @@ from typing import (
     NamedTuple,
     Optional,
     Sequence,
+    Set,
     Tuple,
     Union,
 )
@@ -299,11 +300,13 @@ class Kernel:
         held = _by_prefix(main)
         ops: List[RouteOp] = []
         pending: List[Tuple[int, Want]] = []
+        taken: Set[Any] = set()  # main-table prefixes, for the refusals' advice
         for i, want in items:
             same = held.get(_prefix(want.destination), [])
             foreign = [r for r in same if r.proto not in mine]
             if foreign:
-                results[i] = Installed(REFUSED, self._refusal(want, foreign, main))
+                taken = taken or {self.table_route(r).network for r in main}
+                results[i] = Installed(REFUSED, self._refusal(want, foreign, taken))
                 continue
             holder = _holder(same, want)
             if holder is not None and _same(holder, want, proto):
@@ -326,7 +329,7 @@ class Kernel:
             self._settle_races(version, raced, proto, results)
         self._verify(version, [(i, w) for i, w in items if results[i].installed], results)
 
-    def _refusal(self, want: Want, foreign: List[Route], main: List[Route]) -> str:
+    def _refusal(self, want: Want, foreign: List[Route], taken: Set[Any]) -> str:
         """Why ``want`` is refused, naming the route that is not ours and what to do instead."""
         metric = _metric(want)
         culprit = next((r for r in foreign if r.metric == metric), None) or \
@@ -341,7 +344,6 @@ class Kernel:
         else:
             what = (f"{dest} would never take effect: {theirs} (not ours) has the same "
                     "prefix and a lower metric")
-        taken = {self.table_route(r).network for r in main}
         parts = split_exact_clashes([dest], taken)
         hint = f"route only the ranges that must leave via {want.dev}, e.g. the cluster CIDR"
         if len(parts) == 2:

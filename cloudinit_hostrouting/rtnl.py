@@ -62,6 +62,7 @@ NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED and NLA_F_NET_BYTEORDER
 BATCH = 128  # messages per sendmsg
 DUMP_ATTEMPTS = 5  # reads of a dump that keeps being interrupted before giving up
 RECV_SIZE = 1 << 16  # the kernel's dump datagrams are at most 32 KiB
+RECV_TIMEOUT_S = 10  # the kernel answers in microseconds; a unit must never hang on it
 
 # Attribute id -> field, per message type.  Ids absent here are skipped.
 ROUTE_ATTRS: Dict[int, str] = {1: "dst", 4: "oif", 5: "gateway", 6: "metric", 7: "prefsrc",
@@ -329,6 +330,10 @@ class Rtnl:
         # Smaller error ACKs; before Linux 4.3 they carry the request, which ack_error skips.
         with contextlib.suppress(OSError):
             self.sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
+        # A bound on every read, at the socket so that reads stay plain blocking
+        # calls (Python's own timeout mode would also delay MSG_DONTWAIT reads).
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                             struct.pack("ll", RECV_TIMEOUT_S, 0))
         self.sock.bind((0, 0))
         self.seq = 0
         self.view = memoryview(bytearray(RECV_SIZE))
