@@ -9,30 +9,81 @@ inside the subcommand that needs them, because the units sit on the boot path.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import math
+import os
 import sys
-from typing import Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from . import __version__
 from .config import ConfigError, HostRouting, load_file
 from .constants import RUN_DIR
 
+if TYPE_CHECKING:
+    from .overlap import Unknown, Verdict
+
 OK, FAILED, USAGE = 0, 1, 2
+MAX_WAIT_S = 3600.0  # the units' TimeoutStartSec= is far below this anyway
+MAX_IMDS_TIMEOUT_S = 300.0
 
 
-def _load(path: str) -> Optional[HostRouting]:
-    """The config in ``path``, or None after printing why it cannot be used."""
+def _load(path: str) -> Tuple[Optional[HostRouting], str]:
+    """The config in ``path``, or None and why, after printing why it cannot be used."""
     try:
         cfg = load_file(path)
     except OSError as err:
-        print(f"error: cannot read {path}: {err.strerror}", file=sys.stderr)
-        return None
+        problem = f"cannot read {path}: {err.strerror}"
     except ConfigError as err:
-        print(f"error: {path}: {err}", file=sys.stderr)
-        return None
-    for warning in cfg.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    return cfg
+        problem = f"{path}: {err}"
+    else:
+        for warning in cfg.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        return cfg, ""
+    print(f"error: {problem}", file=sys.stderr)
+    return None, problem
+
+
+def _error(message: str) -> int:
+    """One line on stderr for a usage or file-state problem; the usage exit code."""
+    print(f"error: {message}", file=sys.stderr)
+    return USAGE
+
+
+def _dir_problem(option: str, directory: str, err: OSError) -> str:
+    """Why ``directory`` (given as ``option``) cannot hold our files, and what to do."""
+    where = err.filename if isinstance(err.filename, str) else directory
+    if err.errno in (errno.ENOTDIR, errno.EEXIST):
+        blocker = where  # the nearest thing that exists on the way there is in the way
+        while blocker != os.path.dirname(blocker) and not os.path.lexists(blocker):
+            blocker = os.path.dirname(blocker)
+        what = ("is a file, not a directory" if blocker == directory
+                else f"is under {blocker}, which is not a directory")
+    elif err.errno == errno.EROFS:
+        what = f"is on a read-only file system ({where})"
+    elif err.errno in (errno.EACCES, errno.EPERM):
+        what = f"is not writable ({where})"
+    else:
+        what = f"cannot be used: {err.strerror} ({where})"
+    return f"{option} {directory} {what}. Fix: give {option} a writable directory"
+
+
+def _seconds(high: float) -> Callable[[str], float]:
+    """An argparse type: finite seconds from 0 to ``high``.
+
+    ``float()`` alone accepts nan (every comparison false: checks pass) and inf
+    (a wait that never ends), so both are refused here, with the range.
+    """
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+        if not (math.isfinite(value) and 0 <= value <= high):
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a number of seconds from 0 up to {high:g}")
+        return value
+    return parse
 
 
 def _kernel(netns: Optional[str]) -> Any:
@@ -52,7 +103,7 @@ def cmd_apply_routes(args: argparse.Namespace) -> int:
     from .netlink import NOT_IN_EFFECT, REFUSED, UNCHANGED
     from .routes import Waiter, apply_routes
 
-    cfg = _load(args.config)
+    cfg, _ = _load(args.config)
     if cfg is None:
         return USAGE
     if not cfg.routes:
@@ -80,55 +131,115 @@ def cmd_apply_routes(args: argparse.Namespace) -> int:
 
 
 def cmd_check_overlap(args: argparse.Namespace) -> int:
-    from .overlap import action_hint, check, clear_markers, write_markers
+    """Decide, or say "unknown" and why: never leave an earlier run's verdict in place."""
+    from .overlap import Unknown, action_hint, check, clear_verdict, write_markers
     from .routes import Waiter
 
-    cfg = _load(args.config)
+    try:
+        clear_verdict(args.run_dir)
+        write_markers(args.run_dir, Unknown(
+            "check-overlap started but did not decide: it failed or was stopped; see its "
+            "output (journalctl -u hostrouting-route-overlap.service)"))
+    except OSError as err:
+        return _error(_dir_problem("--run-dir", args.run_dir, err))
+    cfg, problem = _load(args.config)
     if cfg is None:
-        clear_markers(args.run_dir)
-        return USAGE
-    with _kernel(args.netns) as kernel:
-        report = check(cfg, kernel, Waiter(args.wait))
-    write_markers(args.run_dir, report)
+        return _undecided(args, Unknown(problem))
+    try:
+        with _kernel(args.netns) as kernel:
+            report = check(cfg, kernel, Waiter(args.wait))
+    except SystemExit:  # _kernel has printed why rtnetlink cannot be opened
+        return _undecided(args, Unknown("cannot open rtnetlink", cfg.mode))
+    except Exception as err:  # pyroute2 raises many types; any one means "not decided"
+        problem = f"reading the kernel's routes failed: {type(err).__name__}: {err}"
+        print(f"error: {problem}", file=sys.stderr)
+        return _undecided(args, Unknown(problem, cfg.mode))
+    try:
+        write_markers(args.run_dir, report)
+    except OSError as err:
+        return _error(_dir_problem("--run-dir", args.run_dir, err))
     fmt = "json" if args.json else args.format
-    if fmt == "json":
-        print(json.dumps(report.to_dict(), indent=2, sort_keys=True))
-    elif fmt == "prometheus":
-        from .signals import prometheus_text
-
-        print(prometheus_text(report), end="")
-    elif fmt == "npd":
-        from .signals import npd_result
-
-        code, message = npd_result(report)
-        print(message)
-        return code
+    if fmt != "text":
+        code = _print_verdict(fmt, report)
+        return code if fmt == "npd" else (OK if report.ok or not cfg.strict else FAILED)
+    for line in report.lines():
+        print(line)
+    for result in report.results:
+        for finding in result.bad:
+            print(f"{result.cidr}: {finding.region.describe()} goes via "
+                  f"{finding.answer.ifname or finding.answer.kind} because of: "
+                  f"{finding.culprit or 'unknown route'}")
+    if report.ok:
+        where = ", ".join(sorted({r.expected_if for r in report.results})) or "-"
+        print(f"OK: all {len(report.results)} expected CIDR(s) route via {where}")
     else:
-        for line in report.lines():
-            print(line)
-        for result in report.results:
-            for finding in result.bad:
-                print(f"{result.cidr}: {finding.region.describe()} goes via "
-                      f"{finding.answer.ifname or finding.answer.kind} because of: "
-                      f"{finding.culprit or 'unknown route'}")
-        if report.ok:
-            where = ", ".join(sorted({r.expected_if for r in report.results})) or "-"
-            print(f"OK: all {len(report.results)} expected CIDR(s) route via {where}")
-        else:
-            print(action_hint(report))
+        print(action_hint(report))
     if report.ok or not cfg.strict:
         return OK
     return FAILED
 
 
+def _print_verdict(fmt: str, verdict: Verdict) -> int:
+    """Print a verdict as json, prometheus or npd; return NPD's status (0 otherwise)."""
+    if fmt == "json":
+        print(json.dumps(verdict.to_dict(), indent=2, sort_keys=True))
+    elif fmt == "prometheus":
+        from .signals import prometheus_text
+
+        print(prometheus_text(verdict), end="")
+    elif fmt == "npd":
+        from .signals import npd_result
+
+        code, message = npd_result(verdict)
+        print(message)
+        return code
+    return OK
+
+
+def _undecided(args: argparse.Namespace, unknown: Unknown) -> int:
+    """Record and print "unknown" (the reason is already on stderr); exit 2 in every mode.
+
+    Non-zero in STRICT matters most: the check unit fails, so gated units stay blocked.
+    """
+    from .overlap import write_markers
+
+    try:
+        write_markers(args.run_dir, unknown)
+    except OSError as err:
+        print(f"error: {_dir_problem('--run-dir', args.run_dir, err)}", file=sys.stderr)
+    fmt = "json" if args.json else args.format
+    if fmt != "text":
+        _print_verdict(fmt, unknown)
+    return USAGE
+
+
 def cmd_guard(args: argparse.Namespace) -> int:
+    from .overlap import Unknown, clear_verdict, write_markers
+
+    pending = Unknown("the guard started and has not decided yet")
+    try:
+        clear_verdict(args.run_dir)
+        write_markers(args.run_dir, pending)
+    except OSError as err:
+        return _error(_dir_problem("--run-dir", args.run_dir, err))
+    cfg, problem = _load(args.config)
+    textfile = args.textfile or (cfg.prometheus_textfile if cfg else None)
+    if textfile:
+        from .atomic import write_atomic
+        from .signals import prometheus_text
+
+        try:
+            write_atomic(textfile, prometheus_text(Unknown(problem) if cfg is None
+                                                   else pending._replace(mode=cfg.mode)))
+        except OSError as err:
+            return _error(f"cannot write the textfile {textfile}: {err.strerror}. "
+                          "Fix: give a writable path")
+    if cfg is None:
+        write_markers(args.run_dir, Unknown(problem))
+        return USAGE
     from .guard import run
 
-    cfg = _load(args.config)
-    if cfg is None:
-        return USAGE
-    return run(cfg, args.run_dir, args.textfile or cfg.prometheus_textfile,
-               log=lambda line: print(line, flush=True))
+    return run(cfg, args.run_dir, textfile, log=lambda line: print(line, flush=True))
 
 
 def cmd_azure_suggest(args: argparse.Namespace) -> int:
@@ -138,29 +249,36 @@ def cmd_azure_suggest(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from .effects import apply_plan
     from .render import plan
 
-    cfg = _load(args.config)
+    cfg, _ = _load(args.config)
     if cfg is None:
         return USAGE
     try:
         entries = plan(cfg, args.python)
     except ValueError as err:
-        print(f"error: --python: {err}", file=sys.stderr)
-        return USAGE
-    for path in apply_plan(args.root, entries):
-        print(f"wrote {path}")
-    return OK
+        return _error(f"--python: {err}")
+    return _apply(args.root, entries)
 
 
 def cmd_uninstall(args: argparse.Namespace) -> int:
+    return _apply(args.root, [])
+
+
+def _apply(root: str, entries: List[Any]) -> int:
+    """render (entries) or uninstall (none) under ``root``: all of it, or a clear refusal."""
     from .effects import apply_plan
 
-    removed = apply_plan(args.root, [])
-    for path in removed:
-        print(f"removed {path}")
-    if not removed:
+    try:
+        changed = apply_plan(root, entries,
+                             warn=lambda line: print(f"warning: {line}", file=sys.stderr))
+    except ValueError as err:  # RootError, ManifestError: the message names path and fix
+        return _error(str(err))
+    except OSError as err:
+        return _error(_dir_problem("--root", root, err))
+    for path in changed:
+        print(f"{'wrote' if entries else 'removed'} {path}")
+    if not entries and not changed:
         print("nothing of ours to remove")
     return OK
 
@@ -187,9 +305,10 @@ def cmd_enable_module(args: argparse.Namespace) -> int:
 
     try:
         changed = disable(args.root) if args.undo else enable(args.root)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return USAGE
+    except ValueError as err:  # RootError: names the path and the fix
+        return _error(str(err))
+    except OSError as err:
+        return _error(_dir_problem("--root", args.root, err))
     print(changed)
     return OK
 
@@ -223,8 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
     def add_kernel_opts(p: argparse.ArgumentParser) -> None:
         p.add_argument("--config", required=True, metavar="FILE",
                        help="YAML/JSON file with a top-level host_routing key")
-        p.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",
-                       help="how long to wait for a default route or interface (default 30)")
+        p.add_argument("--wait", type=_seconds(MAX_WAIT_S), default=30.0, metavar="SECONDS",
+                       help="how long to wait for a default route or interface, 0 to "
+                            f"{MAX_WAIT_S:g} (default 30)")
         p.add_argument("--netns", metavar="NAME",
                        help="act inside this existing network namespace (tests, debugging)")
 
@@ -289,8 +409,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "http://169.254.169.254/metadata/instance)")
     p.add_argument("--format", choices=("yaml", "json"), default="yaml",
                    help="output format (default: %(default)s)")
-    p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
-                   help="overall deadline for IMDS, retries included (default: %(default)s)")
+    p.add_argument("--timeout", type=_seconds(MAX_IMDS_TIMEOUT_S), default=10.0,
+                   metavar="SECONDS",
+                   help="overall deadline for IMDS, retries included, above 0 up to "
+                        f"{MAX_IMDS_TIMEOUT_S:g} (default: %(default)s)")
     p.add_argument("--netns", metavar="NAME",
                    help="read routes from this network namespace instead of the host's "
                         "(for tests and debugging)")

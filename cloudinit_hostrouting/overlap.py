@@ -7,6 +7,11 @@ upstream's exact format.  Unlike upstream, the verdict covers the whole CIDR
 (``analysis.py``): every further bad range gets its own ``RANGE:`` line naming
 the route that causes it, and ``status.json`` carries all of it.  IPv6 expected
 CIDRs are compared with the interface of the IPv6 default route.
+
+A verdict is one of three states: ``ok``, ``overlap`` (a decided ``Report``) or
+``unknown`` (``Unknown``: the check could not decide, and says why).  No
+verdict file may outlive the run that wrote it, so a run starts by clearing
+them all and recording ``unknown``; only a decided check replaces that.
 """
 
 from __future__ import annotations
@@ -15,17 +20,19 @@ import contextlib
 import datetime
 import json
 import os
-from typing import Any, Dict, List, NamedTuple, Optional
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Union
 
 from .analysis import Finding, Tables, analyze
+from .atomic import write_atomic
 from .config import HostRouting, IPNetwork
-from .effects import write_atomic
 from .netlink import DefaultRoute, Kernel
 from .routes import Waiter
 
 DETECTED = "route-overlap.detected"
 OK = "route-overlap.ok"
+UNKNOWN = "route-overlap.unknown"
 STATUS = "status.json"
+VERDICT_FILES = (DETECTED, OK, UNKNOWN, STATUS)
 
 
 class CidrResult(NamedTuple):
@@ -102,6 +109,10 @@ class Report(NamedTuple):
     def ok(self) -> bool:
         return not self.missing_defaults and not any(r.bad for r in self.results)
 
+    @property
+    def state(self) -> str:
+        return "ok" if self.ok else "overlap"
+
     def lines(self) -> List[str]:
         """The ``.detected`` content (empty when ok)."""
         out = ["no-default-route" if v == 4 else "no-default-route-ipv6"
@@ -116,7 +127,9 @@ class Report(NamedTuple):
             "version": 2,
             "mode": self.mode,
             "ok": self.ok,
-            "checked_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "state": self.state,
+            "reason": None,
+            "checked_at": _now(),
             "default_interface": v4.ifname if v4 else None,
             "default_gateway": v4.gateway if v4 else None,
             "defaults": {f"ipv{v}": (r._asdict() if r else None)
@@ -124,6 +137,47 @@ class Report(NamedTuple):
             "shadowed_ranges": sum(len(r.bad) for r in self.results),
             "cidrs": [r.to_dict() for r in self.results],
         }
+
+
+class Unknown(NamedTuple):
+    """No verdict: the check could not decide (config unreadable, netlink failed, ...).
+
+    Never ok.  ``mode`` is None when the config (which holds it) could not be read.
+    """
+
+    reason: str
+    mode: Optional[str] = None
+
+    @property
+    def ok(self) -> bool:
+        return False
+
+    @property
+    def state(self) -> str:
+        return "unknown"
+
+    def to_dict(self) -> Dict[str, Any]:
+        """status.json with a decided verdict's keys, nothing claimed: no CIDR, no route."""
+        return {
+            "version": 2,
+            "mode": self.mode,
+            "ok": False,
+            "state": self.state,
+            "reason": self.reason,
+            "checked_at": _now(),
+            "default_interface": None,
+            "default_gateway": None,
+            "defaults": {},
+            "shadowed_ranges": None,
+            "cidrs": [],
+        }
+
+
+Verdict = Union[Report, Unknown]
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat()
 
 
 def check(cfg: HostRouting, kernel: Kernel, waiter: Waiter) -> Report:
@@ -163,20 +217,35 @@ def action_hint(report: Report) -> str:
             "overlap the InfiniBand network.")
 
 
-def clear_markers(run_dir: str) -> None:
-    """Remove both markers, so no verdict from an earlier run can be mistaken for this one."""
-    for name in (DETECTED, OK):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(run_dir, name))
+def clear_verdict(run_dir: str, also: Iterable[str] = ()) -> None:
+    """Remove every verdict file (markers, status.json, and ``also``, e.g. a textfile).
 
-
-def write_markers(run_dir: str, report: Report) -> None:
-    """Clear both markers, then write exactly one of them, then status.json."""
+    Creates ``run_dir`` if needed.  Raises OSError when it cannot: then an old
+    verdict may survive, and the caller must fail rather than carry on.
+    """
     os.makedirs(run_dir, exist_ok=True)
-    clear_markers(run_dir)
-    if report.ok:
-        write_atomic(os.path.join(run_dir, OK), "")
+    for path in [*(os.path.join(run_dir, name) for name in VERDICT_FILES), *also]:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def write_markers(run_dir: str, verdict: Verdict) -> None:
+    """status.json, then exactly one marker for the verdict (the others removed first).
+
+    ``.ok`` is empty, ``.detected`` holds upstream's lines, ``.unknown`` the reason.
+    The marker comes last, so whoever sees a marker finds the status.json behind it.
+    """
+    os.makedirs(run_dir, exist_ok=True)
+    if isinstance(verdict, Unknown):
+        name, text = UNKNOWN, verdict.reason + "\n"
+    elif verdict.ok:
+        name, text = OK, ""
     else:
-        write_atomic(os.path.join(run_dir, DETECTED), "\n".join(report.lines()) + "\n")
+        name, text = DETECTED, "\n".join(verdict.lines()) + "\n"
+    for other in (DETECTED, OK, UNKNOWN):
+        if other != name:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(run_dir, other))
     write_atomic(os.path.join(run_dir, STATUS),
-                 json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
+                 json.dumps(verdict.to_dict(), indent=2, sort_keys=True) + "\n")
+    write_atomic(os.path.join(run_dir, name), text)

@@ -13,7 +13,7 @@ import ipaddress
 import json
 import subprocess
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import pytest
 import yaml
@@ -21,12 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from netns import ETH6_GW, ETH_GW, NDHost, sh
 
-
-@pytest.fixture
-def host() -> Iterator[NDHost]:
-    h = NDHost(ipv6=True)
-    yield h
-    h.close()
+pytestmark = pytest.mark.ndhost(ipv6=True)  # the host fixture (conftest.py) is dual-stack
 
 
 def run_check(host: NDHost, tmp_path: Path, expected: Sequence[str], mode: str = "WARN",
@@ -203,13 +198,6 @@ def prefixes(draw: Any) -> ipaddress.IPv4Network:
 ROUTE_KINDS = st.sampled_from(["eth0", "ib0", "blackhole", "unreachable", "prohibit"])
 
 
-@pytest.fixture(scope="module")
-def prop_host() -> Iterator[NDHost]:
-    h = NDHost()
-    yield h
-    h.close()
-
-
 def _install(host: NDHost, routes: List[Any], rules: List[Any]) -> None:
     commands = []
     for net, kind, table in routes:
@@ -249,11 +237,11 @@ def _kernel_devs(host: NDHost, addresses: List[str]) -> List[Optional[str]]:
        expected=prefixes(),
        samples=st.lists(st.integers(min_value=0, max_value=2**32 - 1), min_size=20,
                         max_size=20))
-def test_property_ranges_match_kernel(prop_host: NDHost, tmp_path_factory: Any,
+def test_property_ranges_match_kernel(module_host: NDHost, tmp_path_factory: Any,
                                       routes: List[Any], rules: List[Any],
                                       expected: ipaddress.IPv4Network,
                                       samples: List[int]) -> None:
-    host = prop_host
+    host = module_host
     _install(host, routes, rules)
     try:
         tmp = tmp_path_factory.mktemp("prop")

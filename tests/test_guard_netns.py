@@ -85,13 +85,6 @@ class GuardProcess:
 
 
 @pytest.fixture
-def host() -> Iterator[NDHost]:
-    h = NDHost()
-    yield h
-    h.close()
-
-
-@pytest.fixture
 def guard_factory(tmp_path: Path) -> Iterator[Callable[..., GuardProcess]]:
     started: List[GuardProcess] = []
 

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Sequence
+from typing import Any, Dict, List, Sequence
 
 import pytest
 import yaml
@@ -23,13 +23,6 @@ from netns import CLUSTER_CIDR, ETH_GW, IB_PEER_PROBE, NDHost, sh
 
 SERVICE_CIDR = "10.96.0.0/12"
 EDGE_PROBE = str(Path(__file__).with_name("edge_probe.py"))
-
-
-@pytest.fixture
-def host() -> Iterator[NDHost]:
-    h = NDHost()
-    yield h
-    h.close()
 
 
 def write_config(tmp_path: Path, routes: List[Dict[str, Any]], mode: str = "STRICT",

@@ -22,7 +22,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Set
+from typing import Any, Dict, List, Optional, Set
 
 import pytest
 from netns import ETH_GW, NDHost
@@ -31,11 +31,7 @@ PROBE = str(Path(__file__).with_name("edge_probe.py"))
 UNREACHABLE = "gateway 10.9.9.9 is not reachable on that interface (no connected route)"
 
 
-@pytest.fixture
-def host() -> Iterator[NDHost]:
-    h = NDHost(ipv6=True)
-    yield h
-    h.close()
+pytestmark = pytest.mark.ndhost(ipv6=True)  # the host fixture (conftest.py) is dual-stack
 
 
 def run_codec(host: NDHost, request: Dict[str, Any], *extra: str,
