@@ -24,7 +24,17 @@ from __future__ import annotations
 
 import bisect
 import ipaddress
-from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import (
+    AbstractSet,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+)
 
 from .constants import MAIN_TABLE
 
@@ -163,7 +173,9 @@ class Tables:
             for route in self.by_prefix.get((start, plen), []):
                 if route.kind in PASSIVE_TYPES and answer.kind not in PASSIVE_TYPES:
                     continue
-                same_if = route.ifname == answer.ifname or route.kind in NO_ROUTE_TYPES
+                # A local answer names lo, not the device the address sits on.
+                same_if = route.ifname == answer.ifname or route.kind in NO_ROUTE_TYPES \
+                    or route.kind in PASSIVE_TYPES
                 if route.kind == answer.kind and same_if and (
                         best is None or route.metric < best.metric):
                     best = route
@@ -184,11 +196,12 @@ def _network(start: int, plen: int, like: IPNetwork) -> IPNetwork:
         ipaddress.IPv6Network((start, plen))
 
 
-def regions(cidr: IPNetwork, tables: Tables) -> List[Region]:
-    """The partition of ``cidr`` into regions, each with a representative probe.
+def _tree(cidr: IPNetwork, tables: Tables) -> Tuple[List[Tuple[int, int]],
+                                                   Dict[Tuple[int, int], List[Tuple[int, int]]]]:
+    """The boundary prefixes inside ``cidr`` as a tree: its nodes, and each node's children.
 
-    Regions that are entirely covered by more-specific prefixes, or hold only
-    passive addresses (the host's own), get no probe and are left out.
+    Passive prefixes (the host's own addresses) are leaves: probes avoid them, but
+    they hold no region of their own.
     """
     root = _key(cidr)
     inner = [p for p in tables.inside(cidr) if p != root]
@@ -202,15 +215,65 @@ def regions(cidr: IPNetwork, tables: Tables) -> List[Region]:
         children[stack[-1]].append(pfx)
         if not tables.passive[pfx]:
             stack.append(pfx)
+    return nodes, children
+
+
+def _region(node: Tuple[int, int], kids: Sequence[Tuple[int, int]], tables: Tables,
+            like: IPNetwork) -> Tuple[Tuple[IPNetwork, ...], Optional[IPAddress]]:
+    holes = tuple(_network(s, p, like) for s, p in kids if not tables.passive[(s, p)])
+    probe = _representative(node, kids, like.max_prefixlen)
+    if probe is None:
+        return holes, None
+    return holes, (ipaddress.IPv4Address(probe) if like.version == 4
+                   else ipaddress.IPv6Address(probe))
+
+
+def regions(cidr: IPNetwork, tables: Tables) -> List[Region]:
+    """The partition of ``cidr`` into regions, each with a representative probe.
+
+    Regions that are entirely covered by more-specific prefixes, or hold only
+    passive addresses (the host's own), get no probe and are left out.
+    """
+    nodes, children = _tree(cidr, tables)
     out = []
     for node in nodes:
-        probe = _representative(node, children[node], bits)
-        if probe is None:
-            continue
-        holes = tuple(_network(s, p, cidr) for s, p in children[node] if not tables.passive[(s, p)])
-        prefix = _network(node[0], node[1], cidr)
-        out.append(Region(prefix, holes, ipaddress.ip_address(probe) if bits == 32
-                          else ipaddress.IPv6Address(probe)))
+        holes, probe = _region(node, children[node], tables, cidr)
+        if probe is not None:
+            out.append(Region(_network(node[0], node[1], cidr), holes, probe))
+    return out
+
+
+def own_region(cidr: IPNetwork, tables: Tables) -> Tuple[Tuple[IPNetwork, ...],
+                                                         Optional[IPAddress]]:
+    """Where a route to ``cidr`` itself decides: the more-specific prefixes it does
+    not decide (its holes), and a probe address in the rest (None when the holes
+    and the host's own addresses cover all of it).
+
+    Asking the kernel about that probe tells whether the route takes effect.
+    """
+    _, children = _tree(cidr, tables)
+    return _region(_key(cidr), children[_key(cidr)], tables, cidr)
+
+
+def split_exact_clashes(networks: Iterable[IPNetwork],
+                        taken: AbstractSet[IPNetwork]) -> List[IPNetwork]:
+    """``networks``, with each one equal to a prefix in ``taken`` replaced by its halves.
+
+    A route with exactly the prefix of an existing route would replace it (same
+    metric) or compete with it on metric (either one silently loses).  Its two
+    halves are more specific: they win on prefix and leave the existing route in
+    place for everything else.  A half that is itself taken is split again; a
+    taken host route (/32, /128) has no halves and is dropped.
+
+    The one rule for apply-routes' refusal hint, the guard's auto-mitigation
+    and azure-suggest's override routes.
+    """
+    out: List[IPNetwork] = []
+    for net in networks:
+        if net not in taken:
+            out.append(net)
+        elif net.prefixlen < net.max_prefixlen:
+            out.extend(split_exact_clashes(net.subnets(prefixlen_diff=1), taken))
     return out
 
 

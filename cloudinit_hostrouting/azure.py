@@ -352,31 +352,25 @@ def read_kernel(netns: Optional[str] = None) -> KernelView:
     routes: those are the ones the kernel adds with the address, and the ones
     that shadow cluster CIDRs.
     """
-    from .netlink import Kernel
+    from .netlink import PYROUTE2, Kernel
 
-    with Kernel(netns) as kernel:
-        ipr = kernel.ipr
-        links = {msg["index"]: (msg.get_attr("IFLA_IFNAME"), msg["ifi_type"])
-                 for msg in ipr.get_links()}
+    with Kernel(netns, backend=PYROUTE2) as kernel:
+        links = {link.index: (link.name, link.kind) for link in kernel.links()}
         addrs: Dict[int, List[ipaddress.IPv4Interface]] = {}
-        for msg in ipr.get_addr(family=socket.AF_INET):
-            # IFA_LOCAL is our own address; IFA_ADDRESS is the peer on point-to-point links.
-            local = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
-            addrs.setdefault(msg["index"], []).append(
-                ipaddress.IPv4Interface(f"{local}/{msg['prefixlen']}"))
+        for addr in kernel.addresses(4):
+            addrs.setdefault(addr.index, []).append(
+                ipaddress.IPv4Interface(f"{addr.address}/{addr.prefixlen}"))
         ib = [IbInterface(name, index, kind, tuple(addrs.get(index, ())))
               for index, (name, kind) in sorted(links.items())
               if is_ib_interface(name, kind)]
         ib_names = {i.ifindex: i.name for i in ib}
         routes = []
-        for msg in ipr.get_routes(family=socket.AF_INET, table=MAIN_TABLE):
-            oif = msg.get_attr("RTA_OIF")
-            if (oif in ib_names and msg["proto"] == RTPROT_KERNEL
-                    and msg["scope"] == RT_SCOPE_LINK and msg["type"] == RTN_UNICAST):
-                src = msg.get_attr("RTA_PREFSRC")
+        for route in kernel.routes(4, MAIN_TABLE):
+            if (route.oif in ib_names and route.proto == RTPROT_KERNEL
+                    and route.scope == RT_SCOPE_LINK and route.type == RTN_UNICAST):
                 routes.append(IbRoute(
-                    ipaddress.IPv4Network(f"{msg.get_attr('RTA_DST')}/{msg['dst_len']}"),
-                    ib_names[oif], ipaddress.IPv4Address(src) if src else None))
+                    ipaddress.IPv4Network(f"{route.dst}/{route.dst_len}"), ib_names[route.oif],
+                    ipaddress.IPv4Address(route.prefsrc) if route.prefsrc else None))
         default = kernel.default_route()
     return KernelView(
         ib_interfaces=tuple(ib),

@@ -99,6 +99,8 @@ def _kernel(netns: Optional[str]) -> Any:
 
 
 def cmd_apply_routes(args: argparse.Namespace) -> int:
+    from .netlink import FAILED as NOT_INSTALLED
+    from .netlink import NOT_IN_EFFECT, REFUSED, UNCHANGED
     from .routes import Waiter, apply_routes
 
     cfg, _ = _load(args.config)
@@ -109,15 +111,23 @@ def cmd_apply_routes(args: argparse.Namespace) -> int:
         return OK
     with _kernel(args.netns) as kernel:
         outcomes = apply_routes(cfg, kernel, Waiter(args.wait))
-    failed = [o for o in outcomes if o.error]
+    labels = {REFUSED: "refused", NOT_INSTALLED: "failed", NOT_IN_EFFECT: "not in effect"}
+    tally = {status: 0 for status in labels}
     for outcome in outcomes:
-        if outcome.error:
+        if outcome.status == REFUSED:
+            print(f"REFUSED: {outcome.error}", file=sys.stderr)
+        elif outcome.status == NOT_INSTALLED:
             print(f"FAILED: {outcome.route.destination}: {outcome.error}", file=sys.stderr)
+        elif outcome.status == NOT_IN_EFFECT:
+            print(f"NOT IN EFFECT: {outcome.error}", file=sys.stderr)
         elif args.verbose:
-            print(f"installed: {outcome.describe()}")
-    print(f"{len(outcomes) - len(failed)} of {len(outcomes)} routes installed"
-          + (f", {len(failed)} failed" if failed else ""))
-    return FAILED if failed else OK
+            verb = "unchanged" if outcome.status == UNCHANGED else "installed"
+            print(f"{verb}: {outcome.describe()}")
+        if outcome.status in tally:
+            tally[outcome.status] += 1
+    print(f"{sum(o.installed for o in outcomes)} of {len(outcomes)} routes installed"
+          + "".join(f", {n} {labels[s]}" for s, n in tally.items() if n))
+    return FAILED if any(tally.values()) else OK
 
 
 def cmd_check_overlap(args: argparse.Namespace) -> int:

@@ -23,6 +23,18 @@ RT_SCOPE_UNIVERSE = 0
 RT_SCOPE_LINK = 253
 ARPHRD_ETHER = 1
 ARPHRD_INFINIBAND = 32
+# The metric the kernel gives an IPv6 route added without one (IP6_RT_PRIO_USER);
+# IPv4 routes without one have metric 0.  Part of a route's key, so both matter.
+IP6_DEFAULT_METRIC = 1024
+FR_ACT_TO_TBL = 1  # an ip rule's "lookup TABLE" action
+
+# Names as ``ip route`` prints them: route types, protocols and rule actions.
+RTN_TYPES = {1: "unicast", 2: "local", 3: "broadcast", 4: "anycast", 5: "multicast",
+             6: "blackhole", 7: "unreachable", 8: "prohibit", 9: "throw"}
+PROTOS = {0: "unspec", 1: "redirect", 2: "kernel", 3: "boot", 4: "static", 9: "ra",
+          16: "dhcp", RTPROT_HOSTROUTING: "hostrouting",
+          RTPROT_HOSTROUTING_AUTO: "hostrouting-auto"}
+RULE_ACTIONS = {6: "blackhole", 7: "unreachable", 8: "prohibit"}
 
 # --- files ----------------------------------------------------------------------
 RUN_DIR = "/run/cloudinit-hostrouting"

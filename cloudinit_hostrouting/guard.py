@@ -27,13 +27,13 @@ import signal
 import socket
 import threading
 import time
-from typing import Any, Callable, List, Optional, Set, Tuple
+from typing import Any, Callable, Optional, Set, Tuple
 
-from .analysis import Tables
+from .analysis import Tables, split_exact_clashes
 from .config import HostRouting
 from .constants import MAIN_TABLE, OUR_PROTOS, RTPROT_HOSTROUTING, RTPROT_HOSTROUTING_AUTO
 from .effects import write_atomic
-from .netlink import Kernel, RouteError
+from .netlink import PYROUTE2, Event, Kernel, Want
 from .overlap import Report, check, write_markers
 from .routes import Waiter, apply_routes
 from .signals import prometheus_text
@@ -140,14 +140,15 @@ class Guard:
             return False
         restored, errors = False, set()
         for outcome in apply_routes(HostRouting(routes=missing), self.kernel, Waiter(0)):
-            if outcome.error:
-                line = f"guard: cannot restore {outcome.route.destination}: {outcome.error}"
+            if outcome.installed:
+                self.log(f"guard: restored {outcome.describe()}")
+                restored = True
+            if outcome.error:  # refused or failed; or restored but not in effect
+                line = f"guard: {outcome.error}" if outcome.installed else \
+                    f"guard: cannot restore {outcome.route.destination}: {outcome.error}"
                 errors.add(line)
                 if line not in self.last_errors:  # say it once, not on every event
                     self.log(line)
-            else:
-                self.log(f"guard: restored {outcome.describe()}")
-                restored = True
         self.last_errors = errors
         return restored
 
@@ -160,21 +161,27 @@ class Guard:
             tables = report.tables[version]
             existing = set(self.kernel.tagged(RTPROT_HOSTROUTING_AUTO, version))
             wanted = {n for n in existing if self._still_shadowed(n, tables, default.ifname)}
+            # Never the exact prefix of another route: that would replace it.
+            taken = {r.network for r in tables.routes
+                     if r.table == MAIN_TABLE and r.proto != "hostrouting-auto"}
             for result in report.results:
                 if result.cidr.version != version:
                     continue
                 for finding in result.bad:
                     if finding.status == "overlap":
-                        wanted.update(_no_clobber(finding.region.networks(), tables))
-            for net in sorted(wanted - existing):
-                try:
-                    self.kernel.replace(net, default.gateway, default.ifindex, None,
-                                        proto=RTPROT_HOSTROUTING_AUTO)
+                        wanted.update(split_exact_clashes(finding.region.networks(), taken))
+            new = sorted(wanted - existing)
+            results = self.kernel.install(
+                [Want(net, default.gateway, default.ifindex, default.ifname, None) for net in new],
+                proto=RTPROT_HOSTROUTING_AUTO)
+            for net, done in zip(new, results):
+                if done.installed:
                     self.log(f"guard: auto-mitigated {net} via {default.gateway} "
                              f"dev {default.ifname}")
                     changed = True
-                except RouteError as err:
-                    self.log(f"guard: cannot auto-mitigate {net}: {err}")
+                if done.error:
+                    self.log(f"guard: {done.error}" if done.installed else
+                             f"guard: cannot auto-mitigate {net}: {done.error}")
             for net in sorted(existing - wanted):
                 self.kernel.delete(net, RTPROT_HOSTROUTING_AUTO)
                 self.log(f"guard: removed auto route {net}: its cause is gone")
@@ -210,52 +217,9 @@ class Guard:
             self.last_findings = findings
 
 
-def event_feed() -> queue.Queue[List[Any]]:
-    """Batches of rtnetlink route, address and link events, both families.
-
-    A reader thread blocks in ``get()`` and hands batches over a queue.  Waiting
-    with select() on the socket instead misses events on pyroute2 0.9, which
-    buffers messages in Python where select() cannot see them; and 0.9 binds a
-    socket to the thread (event loop) that made it, so the thread makes its own.
-    Subscription happens before this returns, so no event after it is missed.
-    """
-    feed: queue.Queue[List[Any]] = queue.Queue()
-    subscribed = threading.Event()
-
-    def pump() -> None:
-        sock = _event_socket()
-        subscribed.set()
-        while True:
-            feed.put(list(sock.get()))
-
-    threading.Thread(target=pump, name="rtnetlink-events", daemon=True).start()
-    if not subscribed.wait(timeout=10):
-        raise RuntimeError("could not subscribe to rtnetlink events")
-    return feed
-
-
-def _event_socket() -> Any:
-    """An rtnetlink socket subscribed to route, address and link changes, both families."""
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.rtnl import (
-        RTMGRP_IPV4_IFADDR,
-        RTMGRP_IPV4_ROUTE,
-        RTMGRP_IPV6_IFADDR,
-        RTMGRP_IPV6_ROUTE,
-        RTMGRP_LINK,
-    )
-
-    sock = IPRoute()
-    sock.bind(groups=RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE | RTMGRP_IPV4_IFADDR
-              | RTMGRP_IPV6_IFADDR | RTMGRP_LINK)
-    return sock
-
-
-def _relevant(msg: Any) -> bool:
+def _relevant(event: Event) -> bool:
     """Everything but our own route additions (their echo must not re-trigger us)."""
-    if msg["event"] == "RTM_NEWROUTE":
-        return msg["proto"] not in OUR_PROTOS
-    return True
+    return event.kind != "RTM_NEWROUTE" or event.proto not in OUR_PROTOS
 
 
 def run(cfg: HostRouting, run_dir: str, textfile: Optional[str],
@@ -273,9 +237,9 @@ def run(cfg: HostRouting, run_dir: str, textfile: Optional[str],
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    events = event_feed()
     pacer = Pacer(log)
-    with Kernel() as kernel:
+    with Kernel(backend=PYROUTE2) as kernel:
+        events = kernel.events()
         guard = Guard(cfg, kernel, run_dir, textfile, log)
         guard.reconcile()
         pacer.ran(time.monotonic(), False)
@@ -290,7 +254,7 @@ def run(cfg: HostRouting, run_dir: str, textfile: Optional[str],
                 msgs = events.get(timeout=timeout)
             except queue.Empty:
                 msgs = []
-            if any(m["event"] in ("RTM_NEWLINK", "RTM_DELLINK") for m in msgs):
+            if any(m.kind in ("RTM_NEWLINK", "RTM_DELLINK") for m in msgs):
                 kernel.forget_links()
             if any(_relevant(m) for m in msgs):
                 pacer.event(time.monotonic())
@@ -300,18 +264,3 @@ def run(cfg: HostRouting, run_dir: str, textfile: Optional[str],
     log("guard: stopping; routes are left as they are")
     return 0
 
-
-def _no_clobber(networks: List[Any], tables: Tables) -> List[Any]:
-    """``networks``, with any that equals an existing main-table route split in two.
-
-    ``replace`` with the same prefix and metric would overwrite that route (the
-    kernel's own connected route, say) instead of adding a more specific one.
-    """
-    taken = {r.network for r in tables.routes if r.table == MAIN_TABLE}
-    out = []
-    for net in networks:
-        if net in taken and net.prefixlen < net.max_prefixlen:
-            out.extend(net.subnets(prefixlen_diff=1))
-        elif net not in taken:
-            out.append(net)
-    return out

@@ -1,10 +1,19 @@
-"""The kernel edge: every rtnetlink call this package makes, through pyroute2.
+"""The kernel edge: every rtnetlink call this package makes goes through ``Kernel``.
 
-One ``Kernel`` holds one netlink socket for the life of a command.  It hides
-the pyroute2 0.7 (Debian 12) / 0.9 (PyPI) differences that bite: ``priority``
-not ``metric``, ``gateway`` not ``via``, ``get_attr`` because ``.get('RTA_OIF')``
-is None on 0.7, and how to enter a named network namespace.  Tests pass a
-namespace name so the same code runs against a real kernel table.
+Two backends return the same records (rtnl.py):
+
+* ``rtnl``: a codec on the standard library alone.  The two boot units use it,
+  because it costs microseconds where importing pyroute2 costs ~150 ms.
+* ``pyroute2`` (pyroute2_backend.py): another network namespace (``--netns``;
+  Python before 3.12 has no ``os.setns``), the guard's event subscription, and
+  azure-suggest.
+
+``Kernel(netns)`` picks the codec without a namespace and pyroute2 with one;
+callers that need pyroute2 anyway say so.  No module outside these three opens
+a netlink socket or builds a netlink message.
+
+``install`` is the only way this package adds or changes a route, and it never
+touches a route that is not ours; see its docstring.
 """
 
 from __future__ import annotations
@@ -13,28 +22,54 @@ import errno
 import ipaddress
 import os
 import socket
-from typing import Any, Dict, List, NamedTuple, Optional
-
-from .analysis import Answer, Rule, TableRoute, Tables
-from .constants import (
-    MAIN_TABLE,
-    RT_SCOPE_LINK,
-    RTN_UNICAST,
-    RTPROT_HOSTROUTING,
-    RTPROT_HOSTROUTING_AUTO,
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Dict,
+    List,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+    Union,
 )
 
-RTN_TYPES = {1: "unicast", 2: "local", 3: "broadcast", 4: "anycast", 5: "multicast",
-             6: "blackhole", 7: "unreachable", 8: "prohibit", 9: "throw"}
+from . import rtnl
+from .analysis import Answer, Rule, TableRoute, Tables, own_region, split_exact_clashes
+from .constants import (
+    FR_ACT_TO_TBL,
+    IP6_DEFAULT_METRIC,
+    MAIN_TABLE,
+    OUR_PROTOS,
+    PROTOS,
+    RT_SCOPE_LINK,
+    RT_SCOPE_UNIVERSE,
+    RTN_TYPES,
+    RTN_UNICAST,
+    RTPROT_HOSTROUTING,
+    RULE_ACTIONS,
+)
+from .rtnl import Address, Event, Link, Route, RouteOp
+
+if TYPE_CHECKING:
+    import queue
+
+    from .pyroute2_backend import Pyroute2
+
+RTNL, PYROUTE2 = "rtnl", "pyroute2"
 # What RTM_GETROUTE's error means: the kernel answers these route types with an errno.
 LOOKUP_ERRORS = {errno.EINVAL: "blackhole", errno.EHOSTUNREACH: "unreachable",
                  errno.EACCES: "prohibit", errno.ENETUNREACH: "unreachable",
                  errno.EAGAIN: "throw"}
-PROTOS = {0: "unspec", 1: "redirect", 2: "kernel", 3: "boot", 4: "static", 9: "ra",
-          16: "dhcp", RTPROT_HOSTROUTING: "hostrouting",
-          RTPROT_HOSTROUTING_AUTO: "hostrouting-auto"}
-RULE_ACTIONS = {6: "blackhole", 7: "unreachable", 8: "prohibit"}
-FR_ACT_TO_TBL = 1
+OUR_PROTO_NAMES = frozenset(PROTOS[p] for p in OUR_PROTOS)
+
+# What install() did with a route.  The first four leave it installed.
+CREATED, REPLACED, UNCHANGED, NOT_IN_EFFECT = "created", "replaced", "unchanged", "not-in-effect"
+REFUSED, FAILED = "refused", "failed"
+INSTALLED = frozenset({CREATED, REPLACED, UNCHANGED, NOT_IN_EFFECT})
+
+Prefix = Tuple[int, int]  # (network address as an int, prefix length)
 
 
 def family_of(version: int) -> int:
@@ -43,7 +78,7 @@ def family_of(version: int) -> int:
 
 
 class DefaultRoute(NamedTuple):
-    """The IPv4 default route of the main table with the lowest metric."""
+    """The default route of the main table with the lowest metric."""
 
     ifname: str
     ifindex: int
@@ -54,28 +89,47 @@ class RouteError(Exception):
     """A route could not be installed; ``str()`` is the reason, for humans."""
 
 
-def _open(netns: Optional[str]) -> Any:
-    """A pyroute2 IPRoute, inside ``netns`` if given (which must already exist)."""
-    from pyroute2 import IPRoute
+class Want(NamedTuple):
+    """A route to install in the main table, with its device already resolved."""
 
-    if netns is None:
-        return IPRoute()
-    if not os.path.exists(f"/run/netns/{netns}"):
-        # pyroute2 0.9 would silently create a missing namespace.
-        raise FileNotFoundError(f"network namespace {netns!r} does not exist")
-    try:
-        return IPRoute(netns=netns)  # pyroute2 >= 0.9
-    except TypeError:
-        from pyroute2 import NetNS  # pyroute2 0.7
+    destination: Any  # IPv4Network or IPv6Network
+    gateway: str
+    ifindex: int
+    dev: str
+    metric: Optional[int]
 
-        return NetNS(netns)
+    def describe(self) -> str:
+        metric = f" metric {self.metric}" if self.metric is not None else ""
+        return f"{self.destination} via {self.gateway} dev {self.dev}{metric}"
+
+
+class Installed(NamedTuple):
+    """What ``install`` did with one route; ``error`` says why, for humans."""
+
+    status: str  # created, replaced, unchanged, not-in-effect, refused, failed
+    error: Optional[str]
+
+    @property
+    def installed(self) -> bool:
+        return self.status in INSTALLED
 
 
 class Kernel:
-    """A single rtnetlink socket plus the interface-name cache every lookup needs."""
+    """One rtnetlink socket (either backend) plus the interface-name cache lookups need."""
 
-    def __init__(self, netns: Optional[str] = None):
-        self.ipr = _open(netns)
+    edge: Union[rtnl.Rtnl, Pyroute2]
+
+    def __init__(self, netns: Optional[str] = None, backend: Optional[str] = None):
+        backend = backend or (RTNL if netns is None else PYROUTE2)
+        if backend == RTNL:
+            if netns is not None:
+                raise ValueError("the rtnl codec works in its own namespace only")
+            self.edge = rtnl.Rtnl()
+        else:
+            from .pyroute2_backend import Pyroute2
+
+            self.edge = Pyroute2(netns)
+        self.backend = backend
         self._names: Dict[int, str] = {}
 
     def __enter__(self) -> Kernel:
@@ -85,89 +139,104 @@ class Kernel:
         self.close()
 
     def close(self) -> None:
-        self.ipr.close()
+        self.edge.close()
 
-    def _load_links(self) -> None:
-        self._names = {msg["index"]: msg.get_attr("IFLA_IFNAME") for msg in self.ipr.get_links()}
+    # --- reading ----------------------------------------------------------------
+
+    def links(self) -> List[Link]:
+        links = self.edge.links()
+        self._names = {link.index: link.name for link in links}
+        return links
+
+    def addresses(self, version: int) -> List[Address]:
+        return self.edge.addresses(family_of(version))
+
+    def routes(self, version: int, table: Optional[int] = None) -> List[Route]:
+        """Routes of one family, of one table or (None) of all."""
+        routes = self.edge.routes(family_of(version))
+        return routes if table is None else [r for r in routes if r.table == table]
+
+    def rules(self, version: int) -> List[rtnl.Rule]:
+        return self.edge.rules(family_of(version))
+
+    def events(self) -> queue.Queue[List[Event]]:
+        """Batches of route, address and link notifications (pyroute2 backend only)."""
+        if isinstance(self.edge, rtnl.Rtnl):
+            raise RuntimeError("rtnetlink events need Kernel(backend=PYROUTE2)")
+        return self.edge.events()
 
     def ifname(self, index: Optional[int]) -> Optional[str]:
         """Interface name for an index; re-reads links once on a miss (renames)."""
         if index is None:
             return None
         if index not in self._names:
-            self._load_links()
+            self.links()
         return self._names.get(index)
 
     def ifindex(self, name: str) -> Optional[int]:
         """Interface index for a name, or None if no such interface exists now."""
-        self._load_links()
+        self.links()
         for index, known in self._names.items():
             if known == name:
                 return index
         return None
 
+    def forget_links(self) -> None:
+        """Drop the name cache after link events (renames, re-created interfaces)."""
+        self._names = {}
+
     def default_route(self, ifname: Optional[str] = None,
                       version: int = 4) -> Optional[DefaultRoute]:
         """The lowest-metric default route of the main table (on ``ifname``)."""
-        best = None
-        for msg in self.ipr.get_routes(family=family_of(version), table=MAIN_TABLE):
-            if msg["dst_len"] != 0 or msg["type"] != RTN_UNICAST:
+        best: Optional[Tuple[int, DefaultRoute]] = None
+        for route in self.routes(version, MAIN_TABLE):
+            if route.dst_len != 0 or route.type != RTN_UNICAST:
                 continue
-            oif = _oif(msg)
+            oif = _oif(route)
             name = self.ifname(oif)
             if oif is None or name is None or (ifname is not None and name != ifname):
                 continue
-            metric = msg.get_attr("RTA_PRIORITY") or 0
-            if best is None or metric < best[0]:
-                best = (metric, DefaultRoute(name, oif, msg.get_attr("RTA_GATEWAY")))
+            if best is None or route.metric < best[0]:
+                best = (route.metric, DefaultRoute(name, oif, route.gateway))
         return best[1] if best else None
 
     def answer(self, address: Any) -> Answer:
         """Ask the kernel where ``address`` goes (RTM_GETROUTE honours ip rules)."""
-        from pyroute2.netlink.exceptions import NetlinkError
-
-        try:
-            msgs = self.ipr.route("get", dst=str(address), family=family_of(address.version))
-        except NetlinkError as err:
-            return Answer(None, LOOKUP_ERRORS.get(err.code, "error"))
-        msg = next(iter(msgs))
-        return Answer(self.ifname(msg.get_attr("RTA_OIF")),
-                      RTN_TYPES.get(msg["type"], str(msg["type"])))
+        found = self.edge.get(family_of(address.version), str(address))
+        if isinstance(found, int):
+            return Answer(None, LOOKUP_ERRORS.get(found, "error"))
+        return Answer(self.ifname(_oif(found)), RTN_TYPES.get(found.type, str(found.type)))
 
     def tables(self, version: int) -> Tables:
         """All routes in tables that rules can reach, and rule selectors, of one family.
 
         One dump of each; the analysis indexes them once for every expected CIDR.
         """
-        family = family_of(version)
         rules, reachable = [], set()
-        for msg in self.ipr.get_rules(family=family):
-            action, table = msg["action"], msg.get_attr("FRA_TABLE") or msg["table"]
-            if action == FR_ACT_TO_TBL:
-                reachable.add(table)
-            dst = msg.get_attr("FRA_DST")
-            if dst and msg["dst_len"]:
-                verb = f"lookup {table}" if action == FR_ACT_TO_TBL else \
-                    RULE_ACTIONS.get(action, f"action {action}")
-                rules.append(Rule(ipaddress.ip_network(f"{dst}/{msg['dst_len']}"),
-                                  msg.get_attr("FRA_PRIORITY") or 0, verb))
-        routes = []
-        for msg in self.ipr.get_routes(family=family, table=None):
-            table = msg.get_attr("RTA_TABLE") or msg["table"]
-            if table not in reachable:
-                continue
-            dst = msg.get_attr("RTA_DST") or ("0.0.0.0" if version == 4 else "::")
-            routes.append(TableRoute(
-                network=ipaddress.ip_network(f"{dst}/{msg['dst_len']}"),
-                table=table,
-                kind=RTN_TYPES.get(msg["type"], str(msg["type"])),
-                ifname=self.ifname(_oif(msg)),
-                gateway=msg.get_attr("RTA_GATEWAY"),
-                proto=PROTOS.get(msg["proto"], str(msg["proto"])),
-                scope_link=msg["scope"] == RT_SCOPE_LINK,
-                metric=msg.get_attr("RTA_PRIORITY") or 0,
-            ))
+        for rule in self.rules(version):
+            if rule.action == FR_ACT_TO_TBL:
+                reachable.add(rule.table)
+            if rule.dst and rule.dst_len:
+                verb = f"lookup {rule.table}" if rule.action == FR_ACT_TO_TBL else \
+                    RULE_ACTIONS.get(rule.action, f"action {rule.action}")
+                rules.append(Rule(ipaddress.ip_network(f"{rule.dst}/{rule.dst_len}"),
+                                  rule.priority, verb))
+        routes = [self.table_route(r) for r in self.routes(version) if r.table in reachable]
         return Tables(routes, rules)
+
+    def table_route(self, route: Route) -> TableRoute:
+        """A route as the analysis and every message describe it."""
+        zero = "0.0.0.0" if route.family == socket.AF_INET else "::"
+        return TableRoute(
+            network=ipaddress.ip_network(f"{route.dst or zero}/{route.dst_len}"),
+            table=route.table,
+            kind=RTN_TYPES.get(route.type, str(route.type)),
+            ifname=self.ifname(_oif(route)),
+            gateway=route.gateway,
+            proto=PROTOS.get(route.proto, str(route.proto)),
+            scope_link=route.scope == RT_SCOPE_LINK,
+            metric=route.metric,
+        )
 
     def default_from(self, tables: Tables) -> Optional[DefaultRoute]:
         """The default route ``default_route`` would find, read from a dump already made."""
@@ -177,54 +246,204 @@ class Kernel:
         index = next(i for i, name in self._names.items() if name == best.ifname)
         return DefaultRoute(best.ifname, index, best.gateway)
 
-    def replace(self, destination: Any, gateway: str, ifindex: int, metric: Optional[int],
-                proto: int = RTPROT_HOSTROUTING) -> None:
-        """``ip route replace`` tagged with our protocol; RouteError says why not."""
-        from pyroute2.netlink.exceptions import NetlinkError
-
-        args: Dict[str, Any] = dict(
-            dst=str(destination.network_address), dst_len=destination.prefixlen,
-            gateway=gateway, oif=ifindex, family=family_of(destination.version),
-            table=MAIN_TABLE, proto=proto,
-        )
-        if metric is not None:
-            args["priority"] = metric
-        try:
-            self.ipr.route("replace", **args)
-        except NetlinkError as err:
-            raise RouteError(_explain(err.code, gateway)) from err
-
     def tagged(self, proto: int, version: int) -> List[Any]:
         """Destinations of main-table routes carrying ``proto`` (ours are told by it)."""
-        family = family_of(version)
-        return [ipaddress.ip_network(f"{msg.get_attr('RTA_DST')}/{msg['dst_len']}")
-                for msg in self.ipr.get_routes(family=family, table=MAIN_TABLE)
-                if msg["proto"] == proto and msg.get_attr("RTA_DST")]
+        return [ipaddress.ip_network(f"{r.dst}/{r.dst_len}")
+                for r in self.routes(version, MAIN_TABLE) if r.proto == proto and r.dst]
+
+    # --- changing -------------------------------------------------------------------
 
     def delete(self, destination: Any, proto: int) -> None:
         """Delete a route *only* if it carries ``proto``: the kernel checks the tag."""
-        from pyroute2.netlink.exceptions import NetlinkError
+        [code] = self.edge.execute([RouteOp(
+            "delete", family_of(destination.version), str(destination.network_address),
+            destination.prefixlen, None, None, None, proto)])
+        if code not in (0, errno.ESRCH):
+            raise RouteError(f"kernel refused: {os.strerror(code)}")
 
-        try:
-            self.ipr.route("del", dst=str(destination.network_address),
-                           dst_len=destination.prefixlen, table=MAIN_TABLE, proto=proto,
-                           family=family_of(destination.version))
-        except NetlinkError as err:
-            if err.code != errno.ESRCH:
-                raise RouteError(f"kernel refused: {os.strerror(err.code)}") from err
+    def install(self, wants: Sequence[Want],
+                proto: int = RTPROT_HOSTROUTING) -> List[Installed]:
+        """Install routes tagged ``proto``, never touching a route that is not ours.
 
-    def forget_links(self) -> None:
-        """Drop the name cache after link events (renames, re-created interfaces)."""
-        self._names = {}
+        Per family, the main table is read once.  A route's key is (destination,
+        tos, metric): IPv4 without a metric means 0, IPv6 1024, and IPv6 has no
+        tos.  Then, for each route:
+
+        * the destination is the prefix of a route that is not ours: refused,
+          whatever the metric (the same metric would replace that route, a
+          lower one silently disable it, a higher one never take effect), with
+          both routes named and the halves to route instead;
+        * no route has the key: created with NLM_F_CREATE|NLM_F_EXCL, so the
+          kernel refuses if one appeared meanwhile (reported naming it; without
+          EXCL, IPv6 would append an ECMP sibling to it);
+        * a route of ours has the key: replaced, or left alone when identical.
+          Ours means ``proto``; static routes (214) may also take over a
+          guard-made one (215), never the other way round.
+
+        Then every route of ours is checked to take effect: the kernel is asked
+        about an address of the route's own region (the part no more-specific
+        prefix covers), which must go out of the route's device.  One that does
+        not (a policy rule, a local address, more-specific routes) stays
+        installed, since it is ours and harmless and takes effect once the
+        culprit goes, and is reported ``not-in-effect`` naming the culprit.
+        """
+        results: List[Installed] = [Installed(FAILED, "not attempted")] * len(wants)
+        for version in sorted({w.destination.version for w in wants}):
+            self._install(version, [(i, w) for i, w in enumerate(wants)
+                                    if w.destination.version == version], proto, results)
+        return results
+
+    def _install(self, version: int, items: List[Tuple[int, Want]], proto: int,
+                 results: List[Installed]) -> None:
+        mine = OUR_PROTOS if proto == RTPROT_HOSTROUTING else frozenset({proto})
+        main = self.routes(version, MAIN_TABLE)
+        held = _by_prefix(main)
+        ops: List[RouteOp] = []
+        pending: List[Tuple[int, Want]] = []
+        taken: Set[Any] = set()  # main-table prefixes, for the refusals' advice
+        for i, want in items:
+            same = held.get(_prefix(want.destination), [])
+            foreign = [r for r in same if r.proto not in mine]
+            if foreign:
+                taken = taken or {self.table_route(r).network for r in main}
+                results[i] = Installed(REFUSED, self._refusal(want, foreign, taken))
+                continue
+            holder = _holder(same, want)
+            if holder is not None and _same(holder, want, proto):
+                results[i] = Installed(UNCHANGED, None)
+                continue
+            dest = want.destination
+            ops.append(RouteOp("create" if holder is None else "replace",
+                               family_of(version), str(dest.network_address), dest.prefixlen,
+                               want.gateway, want.ifindex, want.metric, proto))
+            pending.append((i, want))
+        raced = []
+        for (i, want), op, code in zip(pending, ops, self.edge.execute(ops) if ops else []):
+            if code == 0:
+                results[i] = Installed(CREATED if op.cmd == "create" else REPLACED, None)
+            elif code == errno.EEXIST and op.cmd == "create":
+                raced.append((i, want))
+            else:
+                results[i] = Installed(FAILED, _explain(code, want.gateway))
+        if raced:
+            self._settle_races(version, raced, proto, results)
+        self._verify(version, [(i, w) for i, w in items if results[i].installed], results)
+
+    def _refusal(self, want: Want, foreign: List[Route], taken: Set[Any]) -> str:
+        """Why ``want`` is refused, naming the route that is not ours and what to do instead."""
+        metric = _metric(want)
+        culprit = next((r for r in foreign if r.metric == metric), None) or \
+            min(foreign, key=lambda r: r.metric)
+        theirs = self.table_route(culprit).describe()
+        dest = want.destination
+        if culprit.metric == metric:
+            what = f"{dest} would replace {theirs} (not ours)"
+        elif metric < culprit.metric:
+            what = (f"{dest} metric {metric} would silently disable {theirs} (not ours), "
+                    "which has the same prefix")
+        else:
+            what = (f"{dest} would never take effect: {theirs} (not ours) has the same "
+                    "prefix and a lower metric")
+        parts = split_exact_clashes([dest], taken)
+        hint = f"route only the ranges that must leave via {want.dev}, e.g. the cluster CIDR"
+        if len(parts) == 2:
+            hint += f", or its halves {parts[0]} and {parts[1]}"
+        elif parts:
+            hint += ", or its parts " + ", ".join(str(p) for p in parts)
+        return f"{what}: {hint}"
+
+    def _settle_races(self, version: int, raced: List[Tuple[int, Want]], proto: int,
+                      results: List[Installed]) -> None:
+        """EEXIST on a create: name what holds the key now.
+
+        An identical route of ours is a success: the codec resends a batch whose
+        ACKs the kernel dropped, and the first attempt may have made it.
+        """
+        held = _by_prefix(self.routes(version, MAIN_TABLE))
+        for i, want in raced:
+            found = _holder(held.get(_prefix(want.destination), []), want)
+            if found is not None and _same(found, want, proto):
+                results[i] = Installed(CREATED, None)
+            elif found is None:
+                results[i] = Installed(FAILED, "the kernel reported a route with this "
+                                               "destination and metric, but none is there now")
+            else:
+                whose = "ours" if found.proto in OUR_PROTOS else "not ours"
+                results[i] = Installed(REFUSED, (
+                    f"{want.destination} collides with {self.table_route(found).describe()} "
+                    f"({whose}), which appeared while installing; it was left as it is"))
+
+    def _verify(self, version: int, items: List[Tuple[int, Want]],
+                results: List[Installed]) -> None:
+        if not items:
+            return
+        tables = self.tables(version)
+        for i, want in items:
+            problem = self._effect(want, tables)
+            if problem is not None:
+                results[i] = Installed(NOT_IN_EFFECT, problem)
+
+    def _effect(self, want: Want, tables: Tables) -> Optional[str]:
+        """None if ``want`` decides where its own region goes, else why not."""
+        holes, probe = own_region(want.destination, tables)
+        if probe is None:
+            covering = [str(rule.describe()) for rule in tables.rules if rule.network in holes]
+            for hole in holes:
+                covering.extend(r.describe() for r in tables.by_prefix.get(
+                    (int(hole.network_address), hole.prefixlen), [])
+                    if r.proto not in OUR_PROTO_NAMES)
+            if not covering:
+                return None  # more-specific routes of ours carry all of it
+            more = f" and {len(covering) - 1} more" if len(covering) > 1 else ""
+            return (f"{want.describe()} is installed but never takes effect: more-specific "
+                    f"routes cover all of it, e.g. {covering[0]}{more}")
+        answer = self.answer(probe)
+        if answer.kind == "unicast" and answer.ifname == want.dev:
+            return None
+        where = f"via {answer.ifname}" if answer.kind == "unicast" else f"to {answer.kind}"
+        culprit = tables.culprit(probe, answer) or "a route or rule the dumps do not show"
+        return (f"{want.describe()} is installed but does not take effect: {probe} goes "
+                f"{where} because of: {culprit}")
 
 
-def _oif(msg: Any) -> Optional[int]:
+def _oif(route: Route) -> Optional[int]:
     """The route's output interface; for a multipath route, its first hop's."""
-    oif = msg.get_attr("RTA_OIF")
-    if oif is None:
-        hops = msg.get_attr("RTA_MULTIPATH") or []
-        oif = hops[0]["oif"] if hops else None
-    return oif
+    if route.oif is None and route.hops:
+        return route.hops[0].oif
+    return route.oif
+
+
+def _metric(want: Want) -> int:
+    """The metric the kernel gives ``want`` (part of its key)."""
+    if want.metric is not None:
+        return want.metric
+    return 0 if want.destination.version == 4 else IP6_DEFAULT_METRIC
+
+
+def _prefix(net: Any) -> Prefix:
+    return int(net.network_address), net.prefixlen
+
+
+def _by_prefix(routes: List[Route]) -> Dict[Prefix, List[Route]]:
+    out: Dict[Prefix, List[Route]] = {}
+    for r in routes:
+        start = int.from_bytes(socket.inet_pton(r.family, r.dst), "big") if r.dst else 0
+        out.setdefault((start, r.dst_len), []).append(r)
+    return out
+
+
+def _holder(same_prefix: List[Route], want: Want) -> Optional[Route]:
+    """The route holding ``want``'s key: same prefix, metric and (IPv4) tos 0."""
+    metric = _metric(want)
+    return next((r for r in same_prefix if r.metric == metric and r.tos == 0), None)
+
+
+def _same(route: Route, want: Want, proto: int) -> bool:
+    """Is ``route`` exactly what installing ``want`` with ``proto`` would make?"""
+    return (route.proto == proto and route.type == RTN_UNICAST and not route.hops
+            and route.scope == RT_SCOPE_UNIVERSE and route.oif == want.ifindex
+            and route.gateway is not None
+            and ipaddress.ip_address(route.gateway) == ipaddress.ip_address(want.gateway))
 
 
 def _explain(code: int, gateway: str) -> str:
@@ -234,4 +453,6 @@ def _explain(code: int, gateway: str) -> str:
         return "the interface disappeared"
     if code == errno.EPERM:
         return "permission denied (routes need root or CAP_NET_ADMIN)"
+    if code == errno.ENOBUFS:
+        return "the kernel's answer was lost twice (ENOBUFS); run again to know the outcome"
     return f"kernel refused: {os.strerror(code)}"

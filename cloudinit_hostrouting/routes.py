@@ -1,10 +1,11 @@
-"""apply-routes: install every configured route with replace semantics.
+"""apply-routes: install every configured route, and never touch one that is not ours.
 
 Matches upstream's behaviour (auto dev and gateway from the default route,
-waiting a bounded time for DHCP) with three differences: one netlink socket
+waiting a bounded time for DHCP) with four differences: one netlink socket
 instead of a process per route, every route is tried even after a failure,
-and our routes carry a protocol tag so they can never be confused with others.
-Routes we did not install are never removed or changed.
+our routes carry a protocol tag so they can never be confused with others,
+and a route that would replace (or compete with) a route we did not install is
+refused instead of taking it over (``Kernel.install``).
 """
 
 from __future__ import annotations
@@ -13,19 +14,24 @@ import time
 from typing import Callable, Dict, List, NamedTuple, Optional, Tuple, TypeVar
 
 from .config import HostRouting, Route
-from .netlink import DefaultRoute, Kernel, RouteError
+from .netlink import FAILED, INSTALLED, DefaultRoute, Kernel, RouteError, Want
 
 T = TypeVar("T")
 POLL_S = 0.25
 
 
 class Outcome(NamedTuple):
-    """What happened to one route: ``error`` is None when it was installed."""
+    """What happened to one route: ``status`` as ``Kernel.install`` says, ``error`` why."""
 
     route: Route
     dev: Optional[str]
     gateway: Optional[str]
+    status: str
     error: Optional[str]
+
+    @property
+    def installed(self) -> bool:
+        return self.status in INSTALLED
 
     def describe(self) -> str:
         via = f" via {self.gateway}" if self.gateway else ""
@@ -99,16 +105,20 @@ class _Resolver:
 
 
 def apply_routes(cfg: HostRouting, kernel: Kernel, waiter: Waiter) -> List[Outcome]:
-    """Try every route; a failure on one never stops the rest."""
+    """Resolve every route, then install them in one go; a failure never stops the rest."""
     resolver = _Resolver(kernel, waiter)
-    outcomes = []
+    outcomes: List[Optional[Outcome]] = []
+    wants: List[Tuple[int, Want]] = []
     for route in cfg.routes:
-        dev = gateway = None
         try:
             dev, index, gateway = resolver.resolve(route)
-            kernel.replace(route.destination, gateway, index, route.metric)
         except RouteError as err:
-            outcomes.append(Outcome(route, dev, gateway, str(err)))
+            outcomes.append(Outcome(route, route.dev, None, FAILED, str(err)))
         else:
-            outcomes.append(Outcome(route, dev, gateway, None))
-    return outcomes
+            wants.append((len(outcomes), Want(route.destination, gateway, index, dev,
+                                              route.metric)))
+            outcomes.append(None)
+    results = kernel.install([w for _, w in wants])
+    for (i, want), result in zip(wants, results):
+        outcomes[i] = Outcome(cfg.routes[i], want.dev, want.gateway, result.status, result.error)
+    return [o for o in outcomes if o is not None]
