@@ -349,7 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="act inside this existing network namespace (tests, debugging)")
 
     p = add("apply-routes", cmd_apply_routes,
-            "Install the configured static routes (ip route replace semantics).")
+            "Install the configured static routes; a route that is not ours is never "
+            "replaced (such a route is refused, naming both).")
     add_kernel_opts(p)
     p.add_argument("-v", "--verbose", action="store_true", help="print each installed route")
 

@@ -222,5 +222,6 @@ def test_check_overlap_prometheus_and_npd_formats(host: NDHost, tmp_path: Path) 
     assert (npd.returncode, npd.stdout.strip()) == (0, "routes OK")
     bad = tmp_path / "bad.yaml"
     bad.write_text("host_routing: {route_overlap: {mode: nope}}\n")
-    unknown = host.run_cli("check-overlap", "--config", str(bad), "--format", "npd")
+    unknown = host.run_cli("check-overlap", "--config", str(bad), "--run-dir", run_dir,
+                           "--format", "npd")
     assert unknown.returncode == 2  # NPD "Unknown"
