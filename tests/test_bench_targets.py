@@ -158,3 +158,20 @@ def test_judge_reports_sizes_not_in_the_run_as_not_measured() -> None:
     assert [o.status for o in got] == [PASS, UNMEASURED, UNMEASURED, UNMEASURED, PASS, PASS]
     assert got[1].lines == ["- NOT MEASURED: N=M=1,000, both units at least 20x faster than "
                             "bash (target >= 20x): this size was not in the run"]
+
+
+def _cpu_size(n: int, wall: float, cpu: float) -> SizeResult:
+    run = Side(proc(wall, cpu), proc(wall, cpu))
+    return SizeResult(n, n, ours=[run], base=[Side(proc(9.0), proc(9.0))])
+
+
+def test_linearity_is_judged_on_cpu_time_not_wall() -> None:
+    """On a busy machine wall time also counts waiting for a core.  Here CPU per unit grows
+    1e-4 s per item throughout (0.05, 0.14, 1.04 s) while wall jumps at 10,000 (waits)."""
+    results = [_cpu_size(100, 0.06, 0.05), _cpu_size(1000, 0.16, 0.14),
+               _cpu_size(10000, 5.0, 1.04)]
+    assert judge(results)[3].status == PASS
+    # Negative control: the same walls with CPU growing like the wall does.
+    busy = [_cpu_size(100, 0.06, 0.05), _cpu_size(1000, 0.16, 0.14),
+            _cpu_size(10000, 5.0, 4.9)]
+    assert judge(busy)[3].status == MISS
