@@ -140,3 +140,24 @@ def test_baseline_probe_address(cidr: str, probe: str) -> None:
     out = subprocess.run(["/bin/bash", "-c", func.group(0) + f'probe_for {cidr}; echo "$PROBE"'],
                          capture_output=True, text=True, timeout=10, check=True)
     assert out.stdout.strip() == probe
+
+
+def test_command_line_defaults_and_quick() -> None:
+    from hrbench.cli import parse_args
+
+    full = parse_args([], "")
+    assert (full.runs, full.size_list, full.big, full.big_check) == (5, [10, 100, 1000],
+                                                                     10000, 10000)
+    quick = parse_args(["--quick", "--runs", "1"], "")
+    assert (quick.runs, quick.size_list, quick.big) == (1, [10, 100], 0)
+
+
+@pytest.mark.parametrize("argv", [["--sizes", "10,100", "--big", "100"],
+                                  ["--sizes", "10,10"], ["--runs", "0"]])
+def test_command_line_refuses_a_repeated_size_or_no_runs(argv: list) -> None:
+    """A size given twice would be two points of one curve (the marginal cost between
+    them is a division by zero items)."""
+    from hrbench.cli import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(argv, "")

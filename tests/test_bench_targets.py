@@ -5,8 +5,6 @@ Expected statuses and "missed by" factors are worked out by hand from the inputs
 
 from __future__ import annotations
 
-from typing import List, Optional
-
 from bench_support import proc, sides
 from hrbench.pairs import Side
 from hrbench.results import SizeResult
@@ -58,31 +56,49 @@ def test_ratio_target_boundary() -> None:
 
 
 def _lin(first: float, last: float, last_n: int = 10000) -> Linearity:
-    return Linearity(100, first, last_n, last)
+    return Linearity((100, 1000), first, (1000, last_n), last)
 
 
 def test_linear_up_to_ten_thousand_passes() -> None:
     out = linear_outcome({"apply-routes": _lin(6.4e-4, 3.1e-4),
                           "check-overlap": _lin(4e-4, 4.4e-4)}, 10000)
     assert out.status == PASS
-    assert "  - apply-routes: 640 us per route at 100, 310 us at 10,000: 0.48x " \
-           "(quadratic would be 100x)" in out.lines
+    assert out.lines[1] == ("  - apply-routes: linear: 640 us of CPU per extra route from 100 "
+                            "to 1,000, 310 us from 1,000 to 10,000: 0.48x (linear means about "
+                            "1x, quadratic would be 10x)")
+    assert out.lines[2].startswith("  - check-overlap: linear: 400 us of CPU per extra CIDR")
 
 
 def test_quadratic_unit_misses_linearity_with_its_factor() -> None:
-    """Negative control: one unit 100x dearer per item at 100x the size."""
+    """Negative control: one unit's marginal cost 10x at the last step, as quadratic work."""
     out = linear_outcome({"apply-routes": _lin(1e-4, 1e-4),
-                          "check-overlap": _lin(1e-4, 1e-2)}, 10000)
+                          "check-overlap": _lin(1e-5, 1e-4)}, 10000)
     assert out.status == MISS
-    assert out.lines[2].endswith("missed by a factor of 66.67")  # 100 / 1.5
+    assert out.lines[2].startswith("  - check-overlap: NOT linear:")
+    assert out.lines[2].endswith("missed by a factor of 6.67")  # 10 / 1.5
+
+
+def test_non_linear_below_the_size_is_a_miss_all_the_same() -> None:
+    out = linear_outcome({"apply-routes": _lin(1e-5, 1e-4, last_n=5000),
+                          "check-overlap": None}, 10000)
+    assert out.status == MISS
+    assert out.lines[-1] == "  - the run did not reach 10,000 (run with --big 10000)"
 
 
 def test_linearity_not_reaching_the_size_is_never_a_pass() -> None:
-    out = linear_outcome({"apply-routes": _lin(1e-4, 1e-4, last_n=1000),
+    out = linear_outcome({"apply-routes": _lin(1e-4, 1e-4, last_n=5000),
                           "check-overlap": None}, 10000)
     assert out.status == UNMEASURED
-    assert "fewer than two sizes" in out.lines[2]
+    assert out.lines[2] == ("  - check-overlap: cannot judge: fewer than three sizes of at "
+                            "least 100 in this run")
     assert out.lines[-1] == "  - the run did not reach 10,000 (run with --big 10000)"
+
+
+def test_an_unmeasurable_first_step_is_never_a_pass() -> None:
+    out = linear_outcome({"apply-routes": _lin(1e-4, 1e-4),
+                          "check-overlap": _lin(-1e-6, 1e-4)}, 10000)
+    assert out.status == UNMEASURED
+    assert "no extra CPU time measured per CIDR" in out.lines[2]
 
 
 def test_rss_within_the_limit_passes() -> None:
@@ -99,27 +115,42 @@ def test_rss_over_the_limit_misses_and_names_every_size_over() -> None:
                             "at M=100 (35.0), M=10,000 (45.0)")
 
 
-def _size(n: int, ours_total: float, base_total: float, rss_kb: int = 16384,
-          inproc: Optional[List[dict]] = None) -> SizeResult:
-    """Three identical run pairs; each unit takes half of the side's total."""
+def _size(n: int, ours_total: float, base_total: float, rss_kb: int = 16384) -> SizeResult:
+    """Three identical run pairs; each unit takes half of the side's total (CPU = wall)."""
     o, b = ours_total / 2, base_total / 2
     return SizeResult(n, n, ours=[Side(proc(o, rss_kb=rss_kb), proc(o, rss_kb=rss_kb))] * 3,
-                      base=sides([b] * 3, [b] * 3), inproc=inproc or [])
+                      base=sides([b] * 3, [b] * 3))
 
 
 def test_judge_a_whole_run() -> None:
-    per_item = 3e-4  # linear in-process cost: the same seconds per item at every size
-    results = [
-        _size(10, 0.08, 0.064),
-        _size(100, 0.1, 0.6, inproc=[{"apply_s": 100 * per_item, "check_s": 100 * per_item}]),
-        _size(1000, 0.2, 5.0, inproc=[{"apply_s": 1000 * per_item,
-                                       "check_s": 1000 * per_item}]),
-        _size(10000, 2.0, 50.0, rss_kb=30720,
-              inproc=[{"apply_s": 10000 * per_item, "check_s": 10000 * per_item}]),
-    ]
+    # Ours: 0.1 s at 100, then 2e-4 s per extra item (1e-4 per unit): linear.
+    results = [_size(10, 0.08, 0.064), _size(100, 0.1, 0.6), _size(1000, 0.28, 7.0),
+               _size(10000, 2.08, 52.0, rss_kb=30720)]
     got = [o.status for o in judge(results)]
-    # 0.064/0.08 = 0.8x < 1; 5.0/0.2 = 25x >= 20; 50/2 = 25x < 30; linear; 30 MiB > 20 twice.
+    # 0.064/0.08 = 0.8x < 1; 7.0/0.28 = 25x >= 20; 52/2.08 = 25x < 30; linear; 30 MiB > 20
+    # for each unit.
     assert got == [MISS, PASS, MISS, PASS, MISS, MISS]
+
+
+def test_judge_a_quadratic_run() -> None:
+    """Negative control: the same run but 10,000 costs 2.0 s more, quadratic-like: each unit's
+    last step costs (2.04 - 0.14) / 9000 = 2.1e-4 s per item against 1e-4 before."""
+    results = [_size(10, 0.08, 0.064), _size(100, 0.1, 0.6), _size(1000, 0.28, 7.0),
+               _size(10000, 4.08, 200.0)]
+    linear = judge(results)[3]
+    assert linear.status == MISS
+    assert "2.11x" in linear.lines[1]  # 1.9/9000 / (0.09/900) = 2.11
+
+
+def test_judge_keeps_the_worst_rss_of_a_repeated_size() -> None:
+    results = [_size(10, 0.05, 0.064), _size(100, 0.1, 0.6)]
+    results.append(SizeResult(100, 10, ours=[Side(proc(0.1, rss_kb=40960),
+                                                  proc(0.1, rss_kb=8192))],
+                              base=sides([0.3], [0.3])))
+    rss = [o for o in judge(results) if "peak RSS" in o.lines[0]]
+    assert rss[0].status == MISS  # apply-routes: 40 MiB at N=100 (the N=100, M=10 run)
+    assert "worst 40.0 MiB (N=100)" in rss[0].lines[0]
+    assert rss[1].status == PASS  # check-overlap: 16 MiB at M=10 whichever run is kept
 
 
 def test_judge_reports_sizes_not_in_the_run_as_not_measured() -> None:
@@ -127,3 +158,20 @@ def test_judge_reports_sizes_not_in_the_run_as_not_measured() -> None:
     assert [o.status for o in got] == [PASS, UNMEASURED, UNMEASURED, UNMEASURED, PASS, PASS]
     assert got[1].lines == ["- NOT MEASURED: N=M=1,000, both units at least 20x faster than "
                             "bash (target >= 20x): this size was not in the run"]
+
+
+def _cpu_size(n: int, wall: float, cpu: float) -> SizeResult:
+    run = Side(proc(wall, cpu), proc(wall, cpu))
+    return SizeResult(n, n, ours=[run], base=[Side(proc(9.0), proc(9.0))])
+
+
+def test_linearity_is_judged_on_cpu_time_not_wall() -> None:
+    """On a busy machine wall time also counts waiting for a core.  Here CPU per unit grows
+    1e-4 s per item throughout (0.05, 0.14, 1.04 s) while wall jumps at 10,000 (waits)."""
+    results = [_cpu_size(100, 0.06, 0.05), _cpu_size(1000, 0.16, 0.14),
+               _cpu_size(10000, 5.0, 1.04)]
+    assert judge(results)[3].status == PASS
+    # Negative control: the same walls with CPU growing like the wall does.
+    busy = [_cpu_size(100, 0.06, 0.05), _cpu_size(1000, 0.16, 0.14),
+            _cpu_size(10000, 5.0, 4.9)]
+    assert judge(busy)[3].status == MISS

@@ -68,6 +68,9 @@ def parse_args(argv: List[str], description: str) -> argparse.Namespace:
     args.size_list = [int(s) for s in args.sizes.split(",") if s.strip()]
     if args.runs < 1 or not args.size_list or any(s < 1 for s in args.size_list):
         parser.error("--runs and --sizes must be positive")
+    if args.big in args.size_list or len(set(args.size_list)) != len(args.size_list):
+        parser.error("--sizes and --big must name every size once: a repeated size would "
+                     "be two points of one curve")
     return args
 
 

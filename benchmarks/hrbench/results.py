@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .pairs import Side
 from .procs import Proc
@@ -84,9 +84,21 @@ def items(res: SizeResult, unit: str) -> int:
     return res.m if unit == "check" else res.n
 
 
-def inproc_points(results: List[SizeResult], unit: str) -> List[Tuple[int, float]]:
-    """(items, median in-process seconds of ``unit``), by size, where it was measured."""
-    key = f"{unit}_s"
-    points = [(items(r, unit), r.inproc_med(key)) for r in results
-              if items(r, unit) and any(key in x for x in r.inproc)]
-    return sorted(points)
+def by_items(results: Sequence[SizeResult], unit: str) -> List[SizeResult]:
+    """One result per item count of ``unit``, by size: a unit's curve.
+
+    ``--big-check`` can repeat a count (N=M=1,000 and N=10,000 with M=1,000); the N=M one
+    is kept, so the check's curve runs over tables that grow with it.
+    """
+    chosen: Dict[int, SizeResult] = {}
+    for res in results:
+        k = items(res, unit)
+        if k and (k not in chosen or res.n == res.m):
+            chosen[k] = res
+    return [chosen[k] for k in sorted(chosen)]
+
+
+def whole_points(results: Sequence[SizeResult], unit: str, side: str = "ours",
+                 kind: str = "wall") -> List[Tuple[int, float]]:
+    """(items, median wall or CPU seconds of ``side``'s whole processes) along the curve."""
+    return [(items(r, unit), r.med(side, unit, kind)) for r in by_items(results, unit)]

@@ -11,11 +11,14 @@ from __future__ import annotations
 import statistics
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
-# The linearity verdict: cost per item may grow at most this much from the smallest to the
-# largest size judged.  Linear work gives about 1x (less when a fixed cost is spread over
-# more items); quadratic work gives the size ratio itself (100x from N=100 to N=10,000).
+# The linearity verdict compares the marginal cost per item (extra seconds per extra item)
+# of the first and the last segment between judged sizes: a fixed cost cancels out, linear
+# work gives about 1x, and quadratic work gives (a + b) / (c + d) for segments [c, d] and
+# [a, b], 10x for 100 -> 1,000 against 1,000 -> 10,000.  Average cost per item would not do:
+# a fixed cost spread over more items hides a quadratic term that is most of the time at
+# the largest size.
 LINEAR_GROWTH = 1.5
-LINEAR_MIN_N = 100  # below this, fixed start-up costs hide the per-item cost
+LINEAR_MIN_N = 100  # below this, a segment adds too few items to rise above the noise
 
 Point = Tuple[int, float]  # (items, seconds)
 
@@ -44,50 +47,55 @@ def per_item(points: Sequence[Point]) -> List[float]:
     return [seconds / items for items, seconds in points]
 
 
+def slope(a: Point, b: Point) -> float:
+    """Extra seconds per extra item from point ``a`` to the larger point ``b``."""
+    if b[0] <= a[0]:
+        raise ValueError(f"sizes must increase: {a[0]} then {b[0]}")
+    return (b[1] - a[1]) / (b[0] - a[0])
+
+
 def marginal(points: Sequence[Point]) -> List[Optional[float]]:
     """Extra seconds per extra item since the previous point (None for the first).
 
     At small N a whole process's time is mostly interpreter start; the marginal cost shows
     what each further route or CIDR costs on its own.
     """
-    out: List[Optional[float]] = []
-    for i, (items, seconds) in enumerate(points):
-        if i == 0:
-            out.append(None)
-            continue
-        prev_items, prev_seconds = points[i - 1]
-        if items <= prev_items:
-            raise ValueError(f"sizes must increase: {prev_items} then {items}")
-        out.append((seconds - prev_seconds) / (items - prev_items))
-    return out
+    return [None if i == 0 else slope(points[i - 1], point) for i, point in enumerate(points)]
 
 
 class Linearity(NamedTuple):
-    """Cost per item at the smallest and largest judged size, and what that says."""
+    """Marginal cost per item over the first and the last segment between judged sizes."""
 
-    first_n: int
-    first_cost: float  # seconds per item
-    last_n: int
+    first: Tuple[int, int]  # (from items, to items)
+    first_cost: float  # extra seconds per extra item over ``first``
+    last: Tuple[int, int]
     last_cost: float
 
     @property
-    def growth(self) -> float:
-        return self.last_cost / self.first_cost
+    def judgeable(self) -> bool:
+        """Whether the first segment measured any extra cost at all (noise can hide it)."""
+        return self.first_cost > 0
 
     @property
-    def size_ratio(self) -> float:
-        """What ``growth`` would be for quadratic work."""
-        return self.last_n / self.first_n
+    def growth(self) -> float:
+        """last/first marginal cost; NaN when the first segment measured none."""
+        return self.last_cost / self.first_cost if self.judgeable else float("nan")
+
+    @property
+    def quadratic_growth(self) -> float:
+        """What ``growth`` would be for purely quadratic work."""
+        return sum(self.last) / sum(self.first)
 
     @property
     def linear(self) -> bool:
-        return self.growth <= LINEAR_GROWTH
+        return self.judgeable and self.growth <= LINEAR_GROWTH
 
 
 def linearity(points: Sequence[Point], min_n: int = LINEAR_MIN_N) -> Optional[Linearity]:
-    """Judge ``points`` at sizes >= ``min_n``; None when fewer than two such sizes exist."""
+    """Judge ``points`` at sizes >= ``min_n``; None when fewer than three such sizes exist
+    (two segments are the least that can show a marginal cost growing)."""
     judged = sorted(p for p in points if p[0] >= min_n)
-    if len(judged) < 2:
+    if len(judged) < 3:
         return None
-    (first_n, first_s), (last_n, last_s) = judged[0], judged[-1]
-    return Linearity(first_n, first_s / first_n, last_n, last_s / last_n)
+    return Linearity((judged[0][0], judged[1][0]), slope(judged[0], judged[1]),
+                     (judged[-2][0], judged[-1][0]), slope(judged[-2], judged[-1]))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import List, Optional, Sequence, Tuple
 
-from .results import UNIT_LABELS, SizeResult, items
-from .stats import Linearity, marginal, median, per_item, spread
+from .results import UNIT_LABELS, SizeResult, by_items, items, whole_points
+from .stats import LINEAR_MIN_N, Linearity, marginal, median, per_item, spread
 
 
 def fmt_s(value: float) -> str:
@@ -21,10 +21,11 @@ def fmt_ratio(value: float) -> str:
 
 
 def ratio_cell(ratios: Sequence[float], bold: bool = False) -> str:
-    """``median [min-max]`` of per-run ratios; the median in bold for the headline rows."""
-    mid = f"{median(ratios):.1f}x"
+    """``median [min-max]`` of per-run ratios, formatted as the targets print them (a 0.96x
+    MISS must not read 1.0x in the table); the median in bold for the headline rows."""
+    mid = fmt_ratio(median(ratios))
     low, high = spread(ratios)
-    return f"{'**' + mid + '**' if bold else mid} [{low:.1f}-{high:.1f}]"
+    return f"{'**' + mid + '**' if bold else mid} [{fmt_ratio(low)}-{fmt_ratio(high)}]"
 
 
 def markdown_table(header: Sequence[str], align: str, rows: Sequence[Sequence[str]]) -> List[str]:
@@ -60,33 +61,37 @@ def _marginal_cells(points: List[Tuple[int, float]], scale: float, digits: int) 
 
 
 def scaling_table(results: Sequence[SizeResult], unit: str) -> List[str]:
-    """Time per item at every size for one unit, whole-process and in-process.
+    """Time per item at every size for one unit: whole processes (wall and CPU), in-process,
+    and the baseline.
 
     Whole-process time per item at small N is mostly interpreter start, so the marginal
-    columns (extra time per extra item since the previous size) show the per-item cost.
+    columns (extra time per extra item since the previous size) show the per-item cost; the
+    marginal CPU column is what the linearity verdict judges.
     """
     item = "route" if unit == "apply" else "CIDR"
-    sized = sorted((r for r in results if items(r, unit)), key=lambda r: items(r, unit))
-    ours = [(items(r, unit), r.med("ours", unit)) for r in sized]
-    base = [(items(r, unit), r.med("base", unit)) for r in sized]
+    sized = by_items(results, unit)
+    ours, base = whole_points(sized, unit), whole_points(sized, unit, "base")
+    cpu = whole_points(sized, unit, kind="cpu")
     m_ours, m_base = _marginal_cells(ours, 1e3, 3), _marginal_cells(base, 1e3, 2)
+    m_cpu = _marginal_cells(cpu, 1e6, 0)
     each_ours, each_base = per_item(ours), per_item(base)
     header = [f"{'N routes' if unit == 'apply' else 'M CIDRs'}", "ours wall (s)",
-              f"ours ms/{item}", f"ours marginal ms/{item}", "ours in-process (s)",
-              f"in-process us/{item}", "baseline wall (s)", f"baseline ms/{item}",
-              f"baseline marginal ms/{item}"]
+              f"ours ms/{item}", f"ours marginal ms/{item}", "ours CPU (s)",
+              f"ours marginal CPU us/{item}", "ours in-process (s)", f"in-process us/{item}",
+              "baseline wall (s)", f"baseline ms/{item}", f"baseline marginal ms/{item}"]
     if unit == "apply":
-        header.insert(6, "config load+validate (ms)")
+        header.insert(8, "config load+validate (ms)")
     rows = []
     for i, res in enumerate(sized):
         k = items(res, unit)
         inproc = res.inproc_med(f"{unit}_s")
         row = [f"{k:,}", fmt_s(ours[i][1]), f"{each_ours[i] * 1e3:.3f}", m_ours[i],
+               fmt_s(cpu[i][1]), m_cpu[i],
                fmt_s(inproc), "-" if inproc != inproc else f"{inproc / k * 1e6:.0f}",
                fmt_s(base[i][1]), f"{each_base[i] * 1e3:.2f}", m_base[i]]
         if unit == "apply":
             load = res.inproc_med("load_s")
-            row.insert(6, "-" if load != load else f"{load * 1e3:.1f}")
+            row.insert(8, "-" if load != load else f"{load * 1e3:.1f}")
         rows.append(row)
     return markdown_table(header, "r" * len(header), rows)
 
@@ -101,12 +106,27 @@ def import_table(top: Sequence[Tuple[str, float]],
                            "heaviest direct children (ms)"], "lrl", rows)
 
 
+def linearity_status(lin: Optional[Linearity]) -> str:
+    """``linear``, ``NOT linear``, or ``cannot judge`` (too few sizes, or no extra cost seen)."""
+    if lin is None or not lin.judgeable:
+        return "cannot judge"
+    return "linear" if lin.linear else "NOT linear"
+
+
+def linearity_text(lin: Optional[Linearity], item: str) -> str:
+    """What the marginal CPU costs were, and what linear and quadratic work would give."""
+    if lin is None:
+        return f"fewer than three sizes of at least {LINEAR_MIN_N} in this run"
+    (a, b), (c, d) = lin.first, lin.last
+    if not lin.judgeable:
+        return (f"no extra CPU time measured per {item} from {a:,} to {b:,} "
+                f"({lin.first_cost * 1e6:.0f} us), so its growth is unknown")
+    return (f"{lin.first_cost * 1e6:.0f} us of CPU per extra {item} from {a:,} to {b:,}, "
+            f"{lin.last_cost * 1e6:.0f} us from {c:,} to {d:,}: {fmt_ratio(lin.growth)} "
+            f"(linear means about 1x, quadratic would be {lin.quadratic_growth:.0f}x)")
+
+
 def linearity_verdict(unit: str, lin: Optional[Linearity]) -> str:
     """The verdict line under a scaling table."""
-    if lin is None:
-        return f"Verdict ({unit}): not enough sizes of at least 100 to judge."
     item = "route" if unit == "apply-routes" else "CIDR"
-    return (f"Verdict ({unit}): {'linear' if lin.linear else 'NOT linear'}: in-process cost "
-            f"per {item} goes from {lin.first_cost * 1e6:.0f} us at {lin.first_n:,} to "
-            f"{lin.last_cost * 1e6:.0f} us at {lin.last_n:,} ({lin.growth:.2f}x; linear means "
-            f"about 1x, quadratic would be {lin.size_ratio:.0f}x).")
+    return f"Verdict ({unit}): {linearity_status(lin)}: {linearity_text(lin, item)}."
