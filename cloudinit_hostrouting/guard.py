@@ -31,16 +31,17 @@ import contextlib
 import os
 import signal
 import socket
+import sys
 import threading
 import time
-from typing import Any, Callable, Mapping, Optional, Set, Tuple
+from typing import Any, Callable, List, Mapping, Optional, Set, Tuple
 
 from .analysis import Tables, split_exact_clashes
 from .atomic import write_atomic
 from .config import HostRouting
 from .constants import MAIN_TABLE, OUR_PROTOS, RTPROT_HOSTROUTING, RTPROT_HOSTROUTING_AUTO
 from .netlink import PYROUTE2, Event, Kernel, Want
-from .overlap import Report, Unknown, Verdict, check, write_markers
+from .overlap import Report, Unknown, Verdict, check, clear_verdict, write_markers
 from .routes import Waiter, apply_routes
 from .signals import prometheus_text
 
@@ -292,7 +293,9 @@ def run(cfg: HostRouting, run_dir: str, textfile: Optional[str],
     turn a clean stop into a failure.  Any exception (a feed that could not be
     re-made, a kernel or file error) ends the guard rather than leaving it
     half-alive; its verdict then becomes "unknown", since nobody keeps it
-    current any more, until systemd's restart decides again.
+    current any more, until systemd's restart decides again.  Errors Python
+    can only ignore (in a destructor: pyroute2 0.9's half-made event loop when
+    a socket cannot be had) are one journal line each, not a traceback.
     """
     stopping = threading.Event()
 
@@ -301,20 +304,48 @@ def run(cfg: HostRouting, run_dir: str, textfile: Optional[str],
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    guard = None
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = lambda u: log(
+        f"guard: ignored {_one_line(u.exc_value)} in {_name(u.object)}")
     try:
         with Kernel(backend=PYROUTE2) as kernel:
             guard = Guard(cfg, kernel, run_dir, textfile, log)
             _watch(guard, kernel, stopping, Watchdog(os.environ, log))
     except Exception as err:
-        reason = f"{type(err).__name__}: {err}".replace("\n", " ")
+        reason = _one_line(err)
         log(f"guard: failed: {reason}; exiting for systemd to restart it")
-        if guard is not None:
-            with contextlib.suppress(Exception):
-                guard.publish(Unknown(f"the guard failed: {reason}", cfg.mode))
+        _forget_verdict(run_dir, textfile, Unknown(f"the guard failed: {reason}", cfg.mode))
         return 1
+    finally:
+        sys.unraisablehook = previous_hook
     log("guard: stopping; routes are left as they are")
     return 0
+
+
+def _one_line(err: Optional[BaseException]) -> str:
+    return f"{type(err).__name__}: {err}".replace("\n", " ")
+
+
+def _name(obj: object) -> str:
+    """What an "Exception ignored in" report names, without a multi-line repr."""
+    return getattr(obj, "__qualname__", None) or type(obj).__qualname__
+
+
+def _forget_verdict(run_dir: str, textfile: Optional[str], unknown: Unknown) -> None:
+    """Best effort, step by step: no old verdict survives, and "unknown" replaces it.
+
+    Unlinking comes first and needs no file descriptor, so even a guard out of
+    them (or with its run directory gone) leaves no stale OK behind.
+    """
+    steps: List[Callable[[], object]] = [lambda: clear_verdict(run_dir)]
+    if textfile:
+        steps.append(lambda: os.unlink(textfile))
+    steps.append(lambda: write_markers(run_dir, unknown))
+    if textfile:
+        steps.append(lambda: write_atomic(textfile, prometheus_text(unknown)))
+    for step in steps:
+        with contextlib.suppress(Exception):
+            step()
 
 
 def _watch(guard: Guard, kernel: Kernel, stopping: threading.Event,
