@@ -359,6 +359,7 @@ def _watch(guard: Guard, kernel: Kernel, stopping: threading.Event,
     cfg = guard.cfg
     guard.log(f"guard: watching {len(cfg.routes)} route(s) and {len(cfg.expected_cidrs)} "
               f"expected CIDR(s)" + (", auto-mitigating" if cfg.auto_mitigate else ""))
+    losses: List[str] = []  # since the last reconcile: one line for them, not one each
     while not stopping.is_set():
         now = time.monotonic()
         due = pacer.due()
@@ -366,8 +367,7 @@ def _watch(guard: Guard, kernel: Kernel, stopping: threading.Event,
                       float("inf") if due is None else max(0.0, due - now))
         batch = feed.get(timeout)  # FeedError: deaf for good, so out
         if batch.lost is not None:
-            guard.log(f"guard: rtnetlink events were lost ({batch.lost}); subscribed "
-                      "again, re-checking everything")
+            losses.append(batch.lost)
         if batch.lost is not None or any(
                 e.kind in ("RTM_NEWLINK", "RTM_DELLINK") for e in batch.events):
             kernel.forget_links()
@@ -375,5 +375,10 @@ def _watch(guard: Guard, kernel: Kernel, stopping: threading.Event,
             pacer.event(time.monotonic())  # every reconcile re-reads every table
         due = pacer.due()
         if due is not None and time.monotonic() >= due:
+            if losses:
+                times = f" ({len(losses)} times)" if len(losses) > 1 else ""
+                guard.log(f"guard: rtnetlink events were lost{times} ({losses[-1]}); "
+                          "subscribed again, re-checking everything")
+                losses = []
             pacer.ran(time.monotonic(), guard.reconcile())
         watchdog.alive(time.monotonic())
