@@ -17,24 +17,31 @@ Bursts are debounced, reconciles are spaced out, and a reconcile streak that
 keeps changing routes (another daemon undoing ours) backs off exponentially,
 with a log line, rather than fighting in a tight loop.  Stopping the guard
 leaves every route as it is.
+
+The guard must never go deaf while systemd shows it active.  Lost events
+(ENOBUFS after a burst) make the feed subscribe anew and the guard re-check
+everything; a feed that cannot be re-made, or any other error, ends the process
+with one line and a non-zero exit, for ``Restart=``; and the loop itself pings
+systemd's watchdog, so a loop that hangs is killed and restarted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-import queue
 import signal
 import socket
+import sys
 import threading
 import time
-from typing import Any, Callable, Optional, Set, Tuple
+from typing import Any, Callable, List, Mapping, Optional, Set, Tuple
 
 from .analysis import Tables, split_exact_clashes
+from .atomic import write_atomic
 from .config import HostRouting
 from .constants import MAIN_TABLE, OUR_PROTOS, RTPROT_HOSTROUTING, RTPROT_HOSTROUTING_AUTO
-from .effects import write_atomic
 from .netlink import PYROUTE2, Event, Kernel, Want
-from .overlap import Report, check, write_markers
+from .overlap import Report, Unknown, Verdict, check, clear_verdict, write_markers
 from .routes import Waiter, apply_routes
 from .signals import prometheus_text
 
@@ -45,18 +52,69 @@ STREAK_LIMIT = 5  # route-changing reconciles in a row before backing off...
 FIGHT_WINDOW_S = 2.0  # ...when each came within this long of the one before
 MAX_BACKOFF_S = 60.0
 STOP_CHECK_S = 1.0  # how often an idle loop looks at the stop flag
+PINGS_PER_INTERVAL = 4  # watchdog pings per WATCHDOG_USEC (systemd asks for at least 2)
+# Test-only: a path each reconcile reads to its end first, if it exists.  A test
+# points it at a FIFO and so blocks the loop in a real system call, as a hung
+# netlink request or file system would, to show the watchdog pings stop.
+STALL_ENV = "CLOUDINIT_HOSTROUTING_TEST_STALL"
 
 
-def sd_notify(state: str) -> None:
-    """Tell systemd (Type=notify) we are ready; a no-op outside systemd."""
+def sd_notify(state: str) -> bool:
+    """Send ``state`` to systemd's notify socket; False if there is none or it fails.
+
+    A lost READY=1 fails the start by TimeoutStartSec=, a lost WATCHDOG=1 gets
+    the guard restarted: systemd handles both, so the caller only reports it.
+    """
     address = os.environ.get("NOTIFY_SOCKET")
     if not address:
-        return
+        return False
     if address.startswith("@"):
         address = "\0" + address[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.connect(address)
-        sock.sendall(state.encode())
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(state.encode())
+    except OSError:
+        return False
+    return True
+
+
+class Watchdog:
+    """systemd's watchdog, fed by the main loop only.
+
+    Enabled as sd_watchdog_enabled(3) decides: WATCHDOG_USEC is a positive
+    number of microseconds and WATCHDOG_PID, if set, is this process.  The
+    loop calls ``alive`` after each pass (an event batch or a timeout, and any
+    reconcile it ran), so a loop stuck anywhere stops the pings, and systemd
+    kills and restarts the guard after WatchdogSec=.  No timer thread: one
+    would keep pinging for a loop that hangs.
+    """
+
+    def __init__(self, environ: Mapping[str, str], log: Callable[[str], None]):
+        self.log = log
+        self.period: Optional[float] = None  # seconds between pings; None: disabled
+        self.next_ping = float("-inf")
+        self._complained = False
+        try:
+            usec = int(environ.get("WATCHDOG_USEC", ""))
+            pid = int(environ.get("WATCHDOG_PID") or os.getpid())
+        except ValueError:
+            return
+        if usec > 0 and pid == os.getpid():
+            self.period = usec / 1e6 / PINGS_PER_INTERVAL
+
+    def wait(self, now: float) -> float:
+        """How long the loop may block before its next ping is due."""
+        return float("inf") if self.period is None else max(0.0, self.next_ping - now)
+
+    def alive(self, now: float) -> None:
+        """Ping if one is due."""
+        if self.period is None or now < self.next_ping:
+            return
+        self.next_ping = now + self.period
+        if not sd_notify("WATCHDOG=1") and not self._complained:
+            self._complained = True
+            self.log("guard: cannot reach systemd's notify socket for the watchdog")
 
 
 class Pacer:
@@ -117,9 +175,13 @@ class Guard:
             cfg, kernel, run_dir, textfile, log)
         self.last_findings: Optional[Set[Tuple[str, str, str]]] = None
         self.last_errors: Set[str] = set()
+        self.stall = os.environ.get(STALL_ENV)
 
     def reconcile(self) -> bool:
         """One pass; True if it changed any route."""
+        if self.stall:
+            with contextlib.suppress(FileNotFoundError), open(self.stall, "rb") as fifo:
+                fifo.read()
         changed = self.restore_static()
         report = check(self.cfg, self.kernel, Waiter(0))
         self.note(report)
@@ -197,11 +259,11 @@ class Guard:
                    and r.proto not in ("hostrouting", "hostrouting-auto")
                    and r.network.overlaps(net) for r in tables.routes)
 
-    def publish(self, report: Report) -> None:
+    def publish(self, verdict: Verdict) -> None:
         """Markers, status.json and metrics for the final verdict of a reconcile."""
-        write_markers(self.run_dir, report)
+        write_markers(self.run_dir, verdict)
         if self.textfile:
-            write_atomic(self.textfile, prometheus_text(report))
+            write_atomic(self.textfile, prometheus_text(verdict))
 
     def note(self, report: Report) -> None:
         """Log findings to the journal, with their culprit route, when they change."""
@@ -224,11 +286,16 @@ def _relevant(event: Event) -> bool:
 
 def run(cfg: HostRouting, run_dir: str, textfile: Optional[str],
         log: Callable[[str], None] = print) -> int:
-    """The guard's main loop; returns 0 on SIGTERM/SIGINT.
+    """The guard: 0 on SIGTERM/SIGINT, 1 with one log line when it cannot go on.
 
     The signal handler only sets a flag, which the loop checks at least once a
     second: raising from the handler could interrupt pyroute2 mid-request and
-    turn a clean stop into a failure.
+    turn a clean stop into a failure.  Any exception (a feed that could not be
+    re-made, a kernel or file error) ends the guard rather than leaving it
+    half-alive; its verdict then becomes "unknown", since nobody keeps it
+    current any more, until systemd's restart decides again.  Errors Python
+    can only ignore (in a destructor: pyroute2 0.9's half-made event loop when
+    a socket cannot be had) are one journal line each, not a traceback.
     """
     stopping = threading.Event()
 
@@ -237,30 +304,81 @@ def run(cfg: HostRouting, run_dir: str, textfile: Optional[str],
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    pacer = Pacer(log)
-    with Kernel(backend=PYROUTE2) as kernel:
-        events = kernel.events()
-        guard = Guard(cfg, kernel, run_dir, textfile, log)
-        guard.reconcile()
-        pacer.ran(time.monotonic(), False)
-        sd_notify("READY=1")
-        log(f"guard: watching {len(cfg.routes)} route(s) and {len(cfg.expected_cidrs)} "
-            f"expected CIDR(s)" + (", auto-mitigating" if cfg.auto_mitigate else ""))
-        while not stopping.is_set():
-            due = pacer.due()
-            timeout = STOP_CHECK_S if due is None else \
-                min(STOP_CHECK_S, max(0.0, due - time.monotonic()))
-            try:
-                msgs = events.get(timeout=timeout)
-            except queue.Empty:
-                msgs = []
-            if any(m.kind in ("RTM_NEWLINK", "RTM_DELLINK") for m in msgs):
-                kernel.forget_links()
-            if any(_relevant(m) for m in msgs):
-                pacer.event(time.monotonic())
-            due = pacer.due()
-            if due is not None and time.monotonic() >= due:
-                pacer.ran(time.monotonic(), guard.reconcile())
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = lambda u: log(
+        f"guard: ignored {_one_line(u.exc_value)} in {_name(u.object)}")
+    try:
+        with Kernel(backend=PYROUTE2) as kernel:
+            guard = Guard(cfg, kernel, run_dir, textfile, log)
+            _watch(guard, kernel, stopping, Watchdog(os.environ, log))
+    except Exception as err:
+        reason = _one_line(err)
+        log(f"guard: failed: {reason}; exiting for systemd to restart it")
+        _forget_verdict(run_dir, textfile, Unknown(f"the guard failed: {reason}", cfg.mode))
+        return 1
+    finally:
+        sys.unraisablehook = previous_hook
     log("guard: stopping; routes are left as they are")
     return 0
 
+
+def _one_line(err: Optional[BaseException]) -> str:
+    return f"{type(err).__name__}: {err}".replace("\n", " ")
+
+
+def _name(obj: object) -> str:
+    """What an "Exception ignored in" report names, without a multi-line repr."""
+    return getattr(obj, "__qualname__", None) or type(obj).__qualname__
+
+
+def _forget_verdict(run_dir: str, textfile: Optional[str], unknown: Unknown) -> None:
+    """Best effort, step by step: no old verdict survives, and "unknown" replaces it.
+
+    Unlinking comes first and needs no file descriptor, so even a guard out of
+    them (or with its run directory gone) leaves no stale OK behind.
+    """
+    steps: List[Callable[[], object]] = [lambda: clear_verdict(run_dir)]
+    if textfile:
+        steps.append(lambda: os.unlink(textfile))
+    steps.append(lambda: write_markers(run_dir, unknown))
+    if textfile:
+        steps.append(lambda: write_atomic(textfile, prometheus_text(unknown)))
+    for step in steps:
+        with contextlib.suppress(Exception):
+            step()
+
+
+def _watch(guard: Guard, kernel: Kernel, stopping: threading.Event,
+           watchdog: Watchdog) -> None:
+    """Subscribe, decide once, tell systemd, then follow the events until stopped."""
+    pacer = Pacer(guard.log)
+    feed = kernel.events()  # before the first reconcile: no change falls in between
+    guard.reconcile()
+    pacer.ran(time.monotonic(), False)
+    sd_notify("READY=1")
+    cfg = guard.cfg
+    guard.log(f"guard: watching {len(cfg.routes)} route(s) and {len(cfg.expected_cidrs)} "
+              f"expected CIDR(s)" + (", auto-mitigating" if cfg.auto_mitigate else ""))
+    losses: List[str] = []  # since the last reconcile: one line for them, not one each
+    while not stopping.is_set():
+        now = time.monotonic()
+        due = pacer.due()
+        timeout = min(STOP_CHECK_S, watchdog.wait(now),
+                      float("inf") if due is None else max(0.0, due - now))
+        batch = feed.get(timeout)  # FeedError: deaf for good, so out
+        if batch.lost is not None:
+            losses.append(batch.lost)
+        if batch.lost is not None or any(
+                e.kind in ("RTM_NEWLINK", "RTM_DELLINK") for e in batch.events):
+            kernel.forget_links()
+        if batch.lost is not None or any(_relevant(e) for e in batch.events):
+            pacer.event(time.monotonic())  # every reconcile re-reads every table
+        due = pacer.due()
+        if due is not None and time.monotonic() >= due:
+            if losses:
+                times = f" ({len(losses)} times)" if len(losses) > 1 else ""
+                guard.log(f"guard: rtnetlink events were lost{times} ({losses[-1]}); "
+                          "subscribed again, re-checking everything")
+                losses = []
+            pacer.ran(time.monotonic(), guard.reconcile())
+        watchdog.alive(time.monotonic())

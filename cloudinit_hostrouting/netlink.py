@@ -53,9 +53,7 @@ from .constants import (
 from .rtnl import Address, Event, Link, Route, RouteOp
 
 if TYPE_CHECKING:
-    import queue
-
-    from .pyroute2_backend import Pyroute2
+    from .pyroute2_backend import EventFeed, Pyroute2
 
 RTNL, PYROUTE2 = "rtnl", "pyroute2"
 # What RTM_GETROUTE's error means: the kernel answers these route types with an errno.
@@ -114,6 +112,28 @@ class Installed(NamedTuple):
         return self.status in INSTALLED
 
 
+class Lost(NamedTuple):
+    """Notifications were lost (``reason``, e.g. ENOBUFS after a burst)."""
+
+    reason: str
+
+
+class Batch(NamedTuple):
+    """What the event feed hands over at once.
+
+    ``lost`` is set when notifications were lost since the previous batch; the
+    feed had already subscribed anew when it said so, so one complete re-read
+    of the kernel's state after this batch misses nothing.
+    """
+
+    events: List[Event]
+    lost: Optional[str] = None
+
+
+class FeedError(RuntimeError):
+    """The event feed is gone and could not be re-opened: its reader is deaf."""
+
+
 class Kernel:
     """One rtnetlink socket (either backend) plus the interface-name cache lookups need."""
 
@@ -159,8 +179,12 @@ class Kernel:
     def rules(self, version: int) -> List[rtnl.Rule]:
         return self.edge.rules(family_of(version))
 
-    def events(self) -> queue.Queue[List[Event]]:
-        """Batches of route, address and link notifications (pyroute2 backend only)."""
+    def events(self) -> EventFeed:
+        """Route, address and link notifications, both families (pyroute2 backend only).
+
+        ``get(timeout)`` returns a ``Batch``, or raises ``FeedError`` when the
+        subscription failed and could not be re-made.
+        """
         if isinstance(self.edge, rtnl.Rtnl):
             raise RuntimeError("rtnetlink events need Kernel(backend=PYROUTE2)")
         return self.edge.events()

@@ -15,15 +15,20 @@ made them (0.9).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import queue
 import socket
 import threading
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Union
 
 from .constants import MAIN_TABLE
+from .netlink import Batch, FeedError, Lost
 from .rtnl import Address, Event, Hop, Link, Route, RouteOp, Rule
 
+# Test-only: the event socket's SO_RCVBUF in bytes, so a test can overflow it.
+RCVBUF_ENV = "CLOUDINIT_HOSTROUTING_TEST_EVENT_RCVBUF"
 COMMANDS = {"create": "add", "replace": "replace", "delete": "del"}  # add is CREATE|EXCL
 ROUTE_EVENTS = ("RTM_NEWROUTE", "RTM_DELROUTE")
 
@@ -128,37 +133,141 @@ class Pyroute2:
                 codes.append(0)
         return codes
 
-    def events(self) -> queue.Queue[List[Event]]:
-        """Batches of route, address and link notifications, both families.
+    def events(self) -> EventFeed:
+        """Route, address and link notifications of both families, from now on."""
+        return EventFeed(self.netns)
 
-        A reader thread blocks in ``get()`` and hands batches over a queue.
-        Waiting with select() on the socket instead misses events on pyroute2 0.9,
-        which buffers messages in Python where select() cannot see them; and 0.9
-        binds a socket to the thread (event loop) that made it, so the thread
-        makes its own.  Subscription happens before this returns, so no event
-        after it is missed.
-        """
-        feed: queue.Queue[List[Event]] = queue.Queue()
+
+def _describe(err: BaseException) -> str:
+    """One line for an error; pyroute2 0.9 raises OSError(ENOBUFS, None), without text."""
+    if isinstance(err, OSError) and err.errno:
+        return f"{errno.errorcode.get(err.errno, err.errno)}: {os.strerror(err.errno)}"
+    return f"{type(err).__name__}: {err}"
+
+
+class _Dead(NamedTuple):
+    reason: str
+
+
+class EventFeed:
+    """A reader thread's batches of notifications, and what became of its socket.
+
+    The thread blocks in ``get()`` and hands batches over a queue.  Waiting with
+    select() on the socket instead misses events on pyroute2 0.9, which buffers
+    messages in Python where select() cannot see them; and 0.9 binds a socket to
+    the thread (event loop) that made it, so the thread makes its own, and
+    re-makes it there.  Subscription happens before the constructor returns, so
+    no event after it is missed.
+
+    A socket error (ENOBUFS when a burst overflows the receive buffer: the
+    kernel has dropped notifications) is survived: the thread closes the
+    socket, subscribes anew, and only then reports the loss, so that a reader
+    who re-reads everything on ``Batch.lost`` misses nothing.  Anything else
+    (a failed re-subscription, an unexpected exception) ends the thread and is
+    raised to the reader by ``get``: the feed never goes quiet while looking
+    alive.
+    """
+
+    def __init__(self, netns: Optional[str]):
+        self.netns = netns
+        self._rcvbuf = _rcvbuf()
+        self._queue: queue.Queue[Union[List[Event], Lost, _Dead]] = queue.Queue()
+        self._failure: Optional[str] = None
         subscribed = threading.Event()
+        threading.Thread(target=self._pump, args=(subscribed,), name="rtnetlink-events",
+                         daemon=True).start()
+        if not subscribed.wait(timeout=10):
+            raise FeedError("could not subscribe to rtnetlink events within 10 s")
+        if self._failure is not None:
+            raise FeedError(self._failure)
 
-        def pump() -> None:
-            from pyroute2.netlink.rtnl import (
-                RTMGRP_IPV4_IFADDR,
-                RTMGRP_IPV4_ROUTE,
-                RTMGRP_IPV6_IFADDR,
-                RTMGRP_IPV6_ROUTE,
-                RTMGRP_LINK,
-            )
+    def get(self, timeout: float) -> Batch:
+        """Every notification that arrives within ``timeout`` (none: an empty batch).
 
-            sock = _open(self.netns)
+        Raises FeedError once the thread has died.
+        """
+        items = []
+        try:
+            items.append(self._queue.get(timeout=timeout))
+            while True:
+                items.append(self._queue.get_nowait())
+        except queue.Empty:
+            pass
+        events: List[Event] = []
+        lost = None
+        for item in items:
+            if isinstance(item, _Dead):
+                raise FeedError(item.reason)
+            if isinstance(item, Lost):
+                lost = item.reason
+            else:
+                events.extend(item)
+        return Batch(events, lost)
+
+    def _subscribe(self) -> Any:
+        from pyroute2.netlink.rtnl import (
+            RTMGRP_IPV4_IFADDR,
+            RTMGRP_IPV4_ROUTE,
+            RTMGRP_IPV6_IFADDR,
+            RTMGRP_IPV6_ROUTE,
+            RTMGRP_LINK,
+        )
+
+        sock = _open(self.netns)
+        try:
+            if self._rcvbuf is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self._rcvbuf)
             sock.bind(groups=RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE | RTMGRP_IPV4_IFADDR
                       | RTMGRP_IPV6_IFADDR | RTMGRP_LINK)
-            subscribed.set()
-            while True:
-                feed.put([Event(m["event"], m["proto"] if m["event"] in ROUTE_EVENTS else None)
-                          for m in sock.get()])
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
-        threading.Thread(target=pump, name="rtnetlink-events", daemon=True).start()
-        if not subscribed.wait(timeout=10):
-            raise RuntimeError("could not subscribe to rtnetlink events")
-        return feed
+    def _pump(self, subscribed: threading.Event) -> None:
+        try:
+            sock = self._subscribe()
+        except BaseException as err:
+            self._failure = f"cannot subscribe to rtnetlink events: {_describe(err)}"
+            return
+        finally:
+            subscribed.set()
+        try:
+            while True:
+                try:
+                    msgs = sock.get()
+                except OSError as err:
+                    sock = self._resubscribe(sock, _describe(err))
+                    continue
+                self._queue.put([Event(m["event"],
+                                       m["proto"] if m["event"] in ROUTE_EVENTS else None)
+                                 for m in msgs])
+        except BaseException as err:  # the reader must never die silently
+            self._queue.put(_Dead(str(err) if isinstance(err, FeedError) else
+                                  f"the rtnetlink event reader failed: {_describe(err)}"))
+
+    def _resubscribe(self, old: Any, reason: str) -> Any:
+        """A new subscription in place of ``old``, whose socket failed with ``reason``."""
+        with contextlib.suppress(Exception):
+            old.close()
+        try:
+            sock = self._subscribe()
+        except Exception as err:
+            raise FeedError(f"the rtnetlink event socket failed ({reason}) and could not be "
+                            f"re-opened: {_describe(err)}") from err
+        self._queue.put(Lost(reason))
+        return sock
+
+
+def _rcvbuf() -> Optional[int]:
+    """The test-only receive buffer size for the event socket, from RCVBUF_ENV.
+
+    Tests shrink it to force ENOBUFS with a modest burst; nothing else sets it.
+    """
+    text = os.environ.get(RCVBUF_ENV)
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise FeedError(f"{RCVBUF_ENV}={text!r} is not a number of bytes") from None

@@ -144,6 +144,10 @@ def guard_unit(python: str) -> str:
 
     Beyond the run directory it may write the node_exporter textfile; the
     documented collector directories are writable if they exist (``-``).
+    Its main loop pings the watchdog (WATCHDOG=1) every quarter of
+    ``WatchdogSec=``, so a loop stuck for that long is killed (SIGABRT) and,
+    like any failure, restarted; 30 s leaves a reconcile of a very large
+    table ample time.
     """
     return _unit("Keep host routes right after boot", f"""\
 Wants={STATIC_UNIT}
@@ -151,6 +155,7 @@ After={STATIC_UNIT} {CHECK_UNIT}
 """, f"""\
 Type=notify
 ExecStart={python} -m cloudinit_hostrouting guard --config {CONFIG_PATH}
+WatchdogSec=30s
 Restart=on-failure
 RestartSec=2s
 ReadWritePaths={" ".join("-" + d for d in TEXTFILE_DIRS)}

@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import pytest
 import yaml
@@ -46,20 +46,32 @@ def wait_for(predicate: Callable[[], bool], what: str, limit: float = 10.0) -> N
 
 
 class GuardProcess:
-    """The guard in a namespace, its output collected line by line."""
+    """The guard in a namespace, its output collected line by line.
 
-    def __init__(self, host: NDHost, cfg: str, run_dir: Path):
+    ``env`` adds to the guard's environment; ``pid_env`` names a variable set
+    to the guard's own pid, as systemd sets WATCHDOG_PID (a shell exports its
+    ``$$`` and execs ``ip netns exec``, which execs the guard: the same pid).
+    Its markers always go to ``run_dir``, never the host's /run.
+    """
+
+    def __init__(self, host: NDHost, cfg: str, run_dir: Path,
+                 env: Optional[Dict[str, str]] = None, pid_env: Optional[str] = None,
+                 textfile: Optional[Path] = None):
         self.run_dir = run_dir
-        self.textfile = run_dir / "hostrouting.prom"
-        self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", host.ns, sys.executable, "-m", "cloudinit_hostrouting",
-             "guard", "--config", cfg, "--run-dir", str(run_dir), "--textfile",
-             str(self.textfile)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.textfile = textfile or run_dir / "hostrouting.prom"
+        argv = ["ip", "netns", "exec", host.ns, sys.executable, "-m", "cloudinit_hostrouting",
+                "guard", "--config", cfg, "--run-dir", str(run_dir), "--textfile",
+                str(self.textfile)]
+        if pid_env:
+            argv = ["sh", "-c", f'export {pid_env}=$$; exec "$@"', "sh", *argv]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, env=dict(os.environ, **(env or {})))
         self.lines: List[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        wait_for(lambda: any("guard: watching" in ln for ln in self.lines), "guard ready")
+        wait_for(lambda: any("guard: watching" in ln for ln in self.lines)
+                 or self.proc.poll() is not None, "guard ready")
+        assert self.proc.poll() is None, "\n".join(self.lines)
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -88,8 +100,8 @@ class GuardProcess:
 def guard_factory(tmp_path: Path) -> Iterator[Callable[..., GuardProcess]]:
     started: List[GuardProcess] = []
 
-    def start(host: NDHost, cfg: str) -> GuardProcess:
-        g = GuardProcess(host, cfg, tmp_path / "run")
+    def start(host: NDHost, cfg: str, **kwargs: Any) -> GuardProcess:
+        g = GuardProcess(host, cfg, tmp_path / "run", **kwargs)
         started.append(g)
         return g
 
