@@ -12,11 +12,20 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
 
 from .constants import OUR_UNITS
-from .schema import Problem, check_shape
+from .schema import (
+    MAX_EXPECTED_CIDRS,
+    MAX_ADDRESS_TEXT,
+    MAX_GATE_UNITS,
+    MAX_ROUTES,
+    ConfigError,
+    Problem,
+    check_shape,
+)
+
+__all__ = ["ConfigError", "HostRouting", "Problem", "Route", "load_file", "parse"]
 
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
@@ -25,17 +34,11 @@ DEFAULT_GATE_UNITS = ("systemd-nspawn@.service",)
 WARN, STRICT = "WARN", "STRICT"
 
 
-class ConfigError(ValueError):
-    """Invalid ``host_routing``; ``problems`` lists each one with path and fix."""
-
-    def __init__(self, problems: List[Problem]):
-        self.problems = problems
-        lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"invalid host_routing ({len(problems)} problem(s)):\n{lines}")
+# Records are NamedTuples, not dataclasses: the units import this module on
+# the boot path, and ``dataclasses`` pulls in inspect, ast and dis.
 
 
-@dataclass(frozen=True)
-class Route:
+class Route(NamedTuple):
     """One static route; ``gateway``/``dev`` of None are resolved at boot."""
 
     destination: IPNetwork
@@ -54,8 +57,7 @@ class Route:
         return out
 
 
-@dataclass(frozen=True)
-class HostRouting:
+class HostRouting(NamedTuple):
     """The validated, normalised ``host_routing`` section."""
 
     routes: Tuple[Route, ...] = ()
@@ -66,7 +68,7 @@ class HostRouting:
     guard: bool = False
     auto_mitigate: bool = False
     prometheus_textfile: Optional[str] = None
-    warnings: Tuple[str, ...] = field(default=(), compare=False)
+    warnings: Tuple[str, ...] = ()
 
     @property
     def strict(self) -> bool:
@@ -115,7 +117,8 @@ def parse(raw: Any) -> HostRouting:
     overlap = _mapping(raw.get("route_overlap"))
     expected = _parse_expected(overlap.get("expected_cidrs"), problems, warnings)
     guard = _mapping(raw.get("guard"))
-    if ".." in str(guard.get("prometheus_textfile", "")).split("/"):
+    textfile = guard.get("prometheus_textfile")
+    if isinstance(textfile, str) and ".." in textfile.split("/"):
         problems.append(Problem("host_routing.guard.prometheus_textfile",
                                 guard["prometheus_textfile"], "climbs with '..'",
                                 "Fix: give the plain absolute path."))
@@ -124,7 +127,7 @@ def parse(raw: Any) -> HostRouting:
                                 "needs the guard, which is not enabled",
                                 "Fix: set host_routing.guard.enabled: true as well."))
     gates = raw.get("gate_units", DEFAULT_GATE_UNITS)
-    for i, unit in enumerate(gates if isinstance(gates, list) else []):
+    for i, unit in enumerate(_items(gates, MAX_GATE_UNITS)):
         if unit in OUR_UNITS:
             problems.append(Problem(
                 f"host_routing.gate_units[{i}]", unit, "is one of our own units",
@@ -153,9 +156,18 @@ def _mapping(value: Any) -> Dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _items(value: Any, limit: int) -> List[Any]:
+    """A list's items for the semantic checks, or none when the shape check refused it.
+
+    An oversize list has already been reported with its limit; checking each
+    of its 70,000 items would only make the refusal slow.
+    """
+    return value if isinstance(value, list) and len(value) <= limit else []
+
+
 def _network(text: Any, path: str, problems: List[Problem],
              warnings: List[str]) -> Optional[IPNetwork]:
-    if not isinstance(text, str):
+    if not isinstance(text, str) or len(text) > MAX_ADDRESS_TEXT:
         return None  # the shape check has reported it
     try:
         net = ipaddress.ip_network(text, strict=False)
@@ -174,9 +186,7 @@ def _network(text: Any, path: str, problems: List[Problem],
 
 def _parse_routes(static: Dict[str, Any], problems: List[Problem],
                   warnings: List[str]) -> List[Route]:
-    raw_routes = static.get("routes", [])
-    if not isinstance(raw_routes, list):
-        return []
+    raw_routes = _items(static.get("routes", []), MAX_ROUTES)
     if raw_routes and static.get("enabled") is not True:
         problems.append(Problem(
             "host_routing.static_routes.enabled", static.get("enabled"),
@@ -207,7 +217,7 @@ def _gateway(item: Dict[str, Any], dest: Optional[IPNetwork], path: str,
              problems: List[Problem]) -> Optional[IPAddress]:
     """The route's gateway if it is an address of the destination's family."""
     text = item.get("gateway")
-    if not isinstance(text, str):
+    if not isinstance(text, str) or len(text) > MAX_ADDRESS_TEXT:
         return None
     try:
         if "%" in text:
@@ -238,7 +248,7 @@ def _parse_expected(raw: Any, problems: List[Problem],
                     warnings: List[str]) -> List[IPNetwork]:
     out: List[IPNetwork] = []
     seen: Dict[IPNetwork, int] = {}
-    for i, text in enumerate(raw if isinstance(raw, list) else []):
+    for i, text in enumerate(_items(raw, MAX_EXPECTED_CIDRS)):
         path = f"host_routing.route_overlap.expected_cidrs[{i}]"
         net = _network(text, path, problems, warnings)
         if net is None:

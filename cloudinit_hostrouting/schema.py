@@ -25,6 +25,8 @@ from typing import Any, Dict, Iterator, List, NamedTuple
 MAX_ROUTES = 65536
 MAX_EXPECTED_CIDRS = 65536
 MAX_GATE_UNITS = 64
+# The longest address or CIDR text accepted (an IPv6 CIDR is at most 43).
+MAX_ADDRESS_TEXT = 64
 
 IFNAME_PATTERN = r"^[A-Za-z0-9_.-]{1,15}$"
 # systemd unit names: [A-Za-z0-9:_.\-] plus one '@' (template or instance),
@@ -49,12 +51,12 @@ ROUTE_SCHEMA: Dict[str, Any] = {
     "properties": {
         "destination": {
             "type": "string",
-            "maxLength": 64,
+            "maxLength": MAX_ADDRESS_TEXT,
             "description": "Destination of the route. " + _CIDR_DESC,
         },
         "gateway": {
             "type": "string",
-            "maxLength": 64,
+            "maxLength": MAX_ADDRESS_TEXT,
             "description": (
                 "Next hop, of the destination's family; a link-local IPv6 gateway needs "
                 "dev. Defaults to the default gateway on dev, found at boot. Fix: give an "
@@ -133,7 +135,7 @@ HOST_ROUTING_SCHEMA: Dict[str, Any] = {
                     "uniqueItems": True,
                     "items": {
                         "type": "string",
-                        "maxLength": 64,
+                        "maxLength": MAX_ADDRESS_TEXT,
                         "description": "A CIDR that must route via the default interface. "
                         + _CIDR_DESC,
                     },
@@ -223,12 +225,87 @@ class Problem(NamedTuple):
     fix: str
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.message} (got {_show(self.value)}). {self.fix}"
+        return f"{self.path}: {self.message} (got {show(self.value)}). {self.fix}"
 
 
-def _show(value: Any) -> str:
-    text = repr(value)
+# An error names at most this many problems, then how many more there are: a
+# 70,000-route mistake must not become a 10 MB journal entry.
+MAX_SHOWN_PROBLEMS = 20
+
+
+class ConfigError(ValueError):
+    """Invalid ``host_routing``; ``problems`` lists each one with path and fix.
+
+    ``lines()`` is the capped text a user sees; it is also what a failed-closed
+    STRICT config stores, so the units repeat it word for word at every boot.
+    """
+
+    def __init__(self, problems: List[Problem], title: str = "invalid host_routing"):
+        self.problems = problems
+        self.title = title
+        super().__init__("\n".join(self.lines()))
+
+    def lines(self) -> List[str]:
+        """A heading with the count, the first problems, and how many were left out."""
+        shown = [f"  - {p}" for p in self.problems[:MAX_SHOWN_PROBLEMS]]
+        more = len(self.problems) - len(shown)
+        if more > 0:
+            shown.append(f"  - and {more} more problem(s)")
+        return [f"{self.title} ({len(self.problems)} problem(s)):", *shown]
+
+
+def show(value: Any) -> str:
+    """A short, total rendering of any input value for an error message.
+
+    Total means it never raises and never does unbounded work: the value may
+    be a recursive structure, nested 20,000 deep, a 5,000-digit integer (whose
+    ``repr`` raises on Python 3.11+) or a megabyte string.
+    """
+    text = _brief(value, 3)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _brief(value: Any, depth: int) -> str:
+    if isinstance(value, str):
+        return repr(value[:81]) if len(value) > 81 else repr(value)
+    if isinstance(value, bytes):
+        return repr(value[:40])
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return repr(value)
+    if isinstance(value, int):
+        return repr(value) if value.bit_length() <= 200 else f"<{value.bit_length()}-bit integer>"
+    if isinstance(value, dict):
+        if not value or depth == 0:
+            return "{...}" if value else "{}"
+        parts = [f"{_brief(k, 0)}: {_brief(v, depth - 1)}" for k, v in _first(value.items(), 4)]
+        return "{" + ", ".join(parts + ["..."] * (len(value) > 4)) + "}"
+    if isinstance(value, (list, tuple, set, frozenset)):
+        if not value or depth == 0:
+            return "[...]" if value else "[]"
+        parts = [_brief(item, depth - 1) for item in _first(value, 4)]
+        return "[" + ", ".join(parts + ["..."] * (len(value) > 4)) + "]"
+    try:
+        return repr(value)[:81]  # dates and times: their repr is short and safe
+    except Exception:  # noqa: BLE001 - any object; an error message must not fail
+        return f"<{type(value).__name__}>"
+
+
+def _first(items: Any, n: int) -> List[Any]:
+    out = []
+    for item in items:
+        if len(out) == n:
+            break
+        out.append(item)
+    return out
+
+
+def key_path(path: str, key: Any) -> str:
+    """``path.key`` for any mapping key; non-string keys (YAML 1, 2024-01-01) too."""
+    if isinstance(key, str):
+        return f"{path}.{key[:64]}..." if len(key) > 64 else f"{path}.{key}"
+    if type(key).__name__ in ("date", "datetime"):  # YAML 2024-01-01; no import needed
+        return f"{path}.{key.isoformat()}"
+    return f"{path}.{_brief(key, 0)}"
 
 
 def fix_of(node: Dict[str, Any]) -> str:
@@ -271,11 +348,11 @@ def _walk(value: Any, node: Dict[str, Any], path: str) -> Iterator[Problem]:
             if key not in value:
                 yield Problem(path, value, f"missing required key '{key}'", fix_of(props[key]))
         for key, sub in value.items():
-            if key in props:
+            if isinstance(key, str) and key in props:
                 yield from _walk(sub, props[key], f"{path}.{key}")
             elif node.get("additionalProperties") is False:
                 known = ", ".join(sorted(props))
-                yield Problem(f"{path}.{key}", key, "unknown key",
+                yield Problem(key_path(path, key), key, "unknown key",
                               f"Fix: check the spelling; known keys here: {known}.")
     elif want == "array":
         limit = node.get("maxItems")
