@@ -15,14 +15,17 @@ import json
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
 
 from .constants import OUR_UNITS
+from .loader import FileError, load_path
 from .schema import (
-    MAX_EXPECTED_CIDRS,
     MAX_ADDRESS_TEXT,
+    MAX_EXPECTED_CIDRS,
     MAX_GATE_UNITS,
     MAX_ROUTES,
+    MAX_SHOWN_PROBLEMS,
     ConfigError,
     Problem,
     check_shape,
+    show,
 )
 
 __all__ = ["ConfigError", "HostRouting", "Problem", "Route", "load_file", "parse"]
@@ -148,8 +151,15 @@ def parse(raw: Any) -> HostRouting:
         guard=guard.get("enabled", False),
         auto_mitigate=guard.get("auto_mitigate", False),
         prometheus_textfile=guard.get("prometheus_textfile"),
-        warnings=tuple(warnings),
+        warnings=tuple(_capped_warnings(warnings)),
     )
+
+
+def _capped_warnings(warnings: List[str]) -> List[str]:
+    """At most MAX_SHOWN_PROBLEMS warnings and a count: 10,000 slips, one screen."""
+    more = len(warnings) - MAX_SHOWN_PROBLEMS
+    return warnings if more <= 0 else [*warnings[:MAX_SHOWN_PROBLEMS],
+                                       f"and {more} more warning(s) like these"]
 
 
 def _mapping(value: Any) -> Dict[str, Any]:
@@ -265,23 +275,52 @@ def _parse_expected(raw: Any, problems: List[Problem],
 def load_file(path: str) -> HostRouting:
     """Read a YAML or JSON file with a top-level ``host_routing`` key and parse it.
 
-    JSON is tried first: the module writes JSON, and the units should not pay
-    for importing a YAML parser on the boot path.
+    OSError if it cannot be read; ConfigError for everything else, including
+    a file the module wrote to fail closed, whose stored message is raised
+    again word for word, so the units fail with it at every boot.
     """
-    with open(path, encoding="utf-8") as handle:
-        text = handle.read()
-    try:
-        data = json.loads(text)
-    except ValueError:
-        import yaml  # only for hand-written files
-
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise ConfigError([Problem(path, "<file>", f"is neither JSON nor YAML ({err})",
-                                       "Fix: correct the file's syntax.")]) from err
+    data = load_path(path)
+    if isinstance(data, dict) and FAILED_CLOSED_KEY in data:
+        raise _failed_closed_error(data[FAILED_CLOSED_KEY])
     if not isinstance(data, dict) or "host_routing" not in data:
-        raise ConfigError([Problem(path, type(data).__name__,
-                                   "has no top-level host_routing mapping",
-                                   "Fix: put the settings under a host_routing: key.")])
+        raise FileError(f"has no top-level host_routing mapping (got {show(data)})",
+                        "Fix: put the settings under a host_routing: key")
     return parse(data["host_routing"])
+
+
+# The key of the config file the module writes when it fails closed.
+FAILED_CLOSED_KEY = "host_routing_failed_closed"
+
+
+def failed_closed_json(err: ConfigError) -> str:
+    """The config file that keeps a STRICT node failing closed: ``err``'s own text.
+
+    Only strings go in, never the raw input, so this cannot fail however odd
+    that input was (non-string keys, recursion, 5,000-digit integers);
+    ``ensure_ascii`` keeps even lone surrogates writable.
+    """
+    return json.dumps({FAILED_CLOSED_KEY: {
+        "why": "host_routing was invalid at first boot and asked for STRICT, so every "
+               "gated unit stays blocked. Fix the user-data and boot a new instance.",
+        "error": err.lines(),
+    }}, indent=2, ensure_ascii=True) + "\n"
+
+
+class _StoredError(ConfigError):
+    """A failed-closed config file's stored error, repeated as it was written."""
+
+    def __init__(self, lines: List[str]):
+        self.stored = lines
+        super().__init__([Problem("", None, line, "") for line in lines])
+
+    def lines(self) -> List[str]:
+        return [*self.stored, "  (stored at first boot: STRICT fails closed until the "
+                              "user-data is fixed and a new instance boots)"]
+
+
+def _failed_closed_error(stored: Any) -> ConfigError:
+    lines = stored.get("error") if isinstance(stored, dict) else None
+    if not (isinstance(lines, list) and lines and all(isinstance(x, str) for x in lines)):
+        lines = ["invalid host_routing: failed closed at first boot (the stored message "
+                 "is unreadable)"]
+    return _StoredError(lines[:MAX_SHOWN_PROBLEMS + 2])

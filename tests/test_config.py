@@ -26,8 +26,14 @@ from cli_support import (
     loaded_cloudinit_version,
 )
 
-from cloudinit_hostrouting.config import ConfigError, parse
-from cloudinit_hostrouting.schema import Problem
+from cloudinit_hostrouting.config import ConfigError, load_file, parse
+from cloudinit_hostrouting.loader import MAX_FILE_BYTES
+from cloudinit_hostrouting.schema import (
+    MAX_EXPECTED_CIDRS,
+    MAX_GATE_UNITS,
+    MAX_ROUTES,
+    Problem,
+)
 
 HR = "host_routing"
 SR = "host_routing.static_routes"
@@ -368,11 +374,12 @@ def test_ten_thousand_routes_are_accepted(tmp_path: Any) -> None:
 
 
 def test_absurd_route_count_is_rejected_with_a_limit_message(tmp_path: Any) -> None:
-    """65,537 routes is a mistake (or an attack on a boot-critical unit): say the limit."""
-    raw = _many_routes(65_537)
+    """One route over the limit is a mistake (or an attack on a boot-critical unit)."""
+    assert MAX_ROUTES == 16384
+    raw = _many_routes(MAX_ROUTES + 1)
     problem = the_problem(raw, f"{SR}.routes")
-    assert "limit" in problem.message and "65536" in problem.message
-    assert "65537" in str(problem)
+    assert "limit" in problem.message and str(MAX_ROUTES) in problem.message
+    assert str(MAX_ROUTES + 1) in str(problem)
     config = tmp_path / "huge.json"
     config.write_text(json.dumps({"host_routing": raw}), encoding="utf-8")
     root = tmp_path / "root"
@@ -382,6 +389,33 @@ def test_absurd_route_count_is_rejected_with_a_limit_message(tmp_path: Any) -> N
     assert f"{SR}.routes" in proc.stderr and "limit" in proc.stderr
     assert len(proc.stderr) < 2000, "a size error must not echo the whole list"
     assert list(root.iterdir()) == []
+
+
+def test_exactly_the_route_limit_is_accepted() -> None:
+    """The limit itself is allowed: the negative control for the test above."""
+    assert len(parse(_many_routes(MAX_ROUTES)).routes) == MAX_ROUTES
+
+
+def test_largest_allowed_config_fits_the_units_file_limit(tmp_path: Any) -> None:
+    """Every list at its limit, every string at its longest: the JSON the module
+    writes must load in the units, or they would refuse what the module accepted.
+    """
+    longest = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:{:04x}/128"
+    raw = {
+        **routes(*({"destination": longest.format(i),
+                    "gateway": "fe80:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+                    "dev": "abcdefghijklmno", "metric": 4294967295}
+                   for i in range(MAX_ROUTES))),
+        "route_overlap": {"mode": "STRICT",
+                          "expected_cidrs": [longest.format(i)
+                                             for i in range(MAX_EXPECTED_CIDRS)]},
+        "gate_units": [f"{'u' * 240}{i:02d}@x.service" for i in range(MAX_GATE_UNITS)],
+    }
+    text = parse(raw).to_json()
+    assert len(text.encode()) < MAX_FILE_BYTES / 1.5, "leave headroom for YAML by hand"
+    config = tmp_path / "host-routing.json"
+    config.write_text(text, encoding="utf-8")
+    assert len(load_file(str(config)).routes) == MAX_ROUTES
 
 
 def test_absurd_gate_unit_count_is_rejected_with_a_limit_message() -> None:
