@@ -46,6 +46,16 @@ _CIDR_DESC = (
     "e.g. 10.0.5.0/24 or fd00:5::/64."
 )
 
+GATE_UNIT_SCHEMA: Dict[str, Any] = {
+    "type": "string",
+    "maxLength": 255,
+    "pattern": UNIT_NAME_PATTERN,
+    "description": (
+        "A unit that must wait for the checks. Fix: a systemd unit name such as "
+        "systemd-nspawn@.service or kubelet.service."
+    ),
+}
+
 ROUTE_SCHEMA: Dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
@@ -153,18 +163,16 @@ HOST_ROUTING_SCHEMA: Dict[str, Any] = {
             "type": "array",
             "maxItems": MAX_GATE_UNITS,
             "uniqueItems": True,
-            "items": {
-                "type": "string",
-                "maxLength": 255,
-                "pattern": UNIT_NAME_PATTERN,
-                "description": (
-                    "A unit that must wait for the checks. Fix: a systemd unit name "
-                    "such as systemd-nspawn@.service or kubelet.service."
-                ),
-            },
+            "items": GATE_UNIT_SCHEMA,
             "description": (
                 "Units that start only after both checks (default: "
-                "[systemd-nspawn@.service]). Fix: a list of systemd unit names."
+                "[systemd-nspawn@.service]). Only .service and .target units; refused "
+                "because they would make an ordering cycle with our units or lock you "
+                "out when STRICT fails: systemd's boot, shutdown and rescue targets, "
+                "systemd's own services (systemd-nspawn@ excepted), cloud-init's units, "
+                "network managers, ssh, gettys, D-Bus, the Azure agent and our own "
+                "hostrouting-* units. Fix: a list of systemd unit names of the workloads "
+                "that need the routes."
             ),
         },
         "guard": {

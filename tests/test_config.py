@@ -167,6 +167,94 @@ BAD = [
      f"{HR}.gate_units[1]", "hostrouting-route-overlap.service"),
     ("gate-duplicate", {"gate_units": ["kubelet.service", "kubelet.service"]},
      f"{HR}.gate_units[1]", "kubelet.service"),
+    ("gate-own-guard", {"gate_units": ["hostrouting-guard.service"]},
+     f"{HR}.gate_units[0]", "hostrouting-guard.service"),
+    ("gate-sysinit", {"gate_units": ["sysinit.target"]}, f"{HR}.gate_units[0]",
+     "sysinit.target"),
+    ("gate-network-online", {"gate_units": ["kubelet.service", "network-online.target"]},
+     f"{HR}.gate_units[1]", "network-online.target"),
+    ("gate-networkd", {"gate_units": ["systemd-networkd.service"]}, f"{HR}.gate_units[0]",
+     "systemd-networkd.service"),
+    ("gate-cloud-init", {"gate_units": ["cloud-init.service"]}, f"{HR}.gate_units[0]",
+     "cloud-init.service"),
+    ("gate-cloud-final", {"gate_units": ["cloud-final.service"]}, f"{HR}.gate_units[0]",
+     "cloud-final.service"),
+    ("gate-socket", {"gate_units": ["docker.socket"]}, f"{HR}.gate_units[0]", "docker.socket"),
+    ("gate-mount", {"gate_units": ["var-lib-data.mount"]}, f"{HR}.gate_units[0]",
+     "var-lib-data.mount"),
+    ("gate-ssh", {"gate_units": ["ssh.service"]}, f"{HR}.gate_units[0]", "ssh.service"),
+    ("gate-getty-instance", {"gate_units": ["serial-getty@ttyS0.service"]},
+     f"{HR}.gate_units[0]", "serial-getty@ttyS0.service"),
+    ("gate-waagent", {"gate_units": ["walinuxagent.service"]}, f"{HR}.gate_units[0]",
+     "walinuxagent.service"),
+    ("gate-shutdown", {"gate_units": ["shutdown.target"]}, f"{HR}.gate_units[0]",
+     "shutdown.target"),
+    # Destinations that make no sense for this tool (issue 10).
+    ("dest-default-v4", route_with(destination="0.0.0.0/0"),
+     f"{SR}.routes[2].destination", "0.0.0.0/0"),
+    ("dest-default-v6", route_with(destination="::/0"), f"{SR}.routes[2].destination", "::/0"),
+    ("dest-default-masked", route_with(destination="10.0.0.0/0"),
+     f"{SR}.routes[2].destination", "10.0.0.0/0"),
+    ("dest-this-network", route_with(destination="0.0.0.0/8"),
+     f"{SR}.routes[2].destination", "0.0.0.0/8"),
+    ("dest-loopback", route_with(destination="127.0.0.0/8"),
+     f"{SR}.routes[2].destination", "127.0.0.0/8"),
+    ("dest-loopback-part", route_with(destination="127.5.0.0/16"),
+     f"{SR}.routes[2].destination", "127.5.0.0/16"),
+    ("dest-loopback-v6", route_with(destination="::1/128"),
+     f"{SR}.routes[2].destination", "::1/128"),
+    ("dest-multicast", route_with(destination="239.1.0.0/16"),
+     f"{SR}.routes[2].destination", "239.1.0.0/16"),
+    ("dest-multicast-v6", route_with(destination="ff02::/16"),
+     f"{SR}.routes[2].destination", "ff02::/16"),
+    ("dest-broadcast", route_with(destination="255.255.255.255/32"),
+     f"{SR}.routes[2].destination", "255.255.255.255/32"),
+    ("dest-v4-mapped", route_with(destination="::ffff:0:0/96"),
+     f"{SR}.routes[2].destination", "::ffff:0:0/96"),
+    ("dest-unspecified-v6", route_with(destination="::/128"),
+     f"{SR}.routes[2].destination", "::/128"),
+    ("dest-link-local-no-dev", route_with(destination="169.254.169.254/32"),
+     f"{SR}.routes[2].destination", "169.254.169.254/32"),
+    ("dest-link-local-v6-no-dev", route_with(destination="fe80::/64"),
+     f"{SR}.routes[2].destination", "fe80::/64"),
+    ("dest-zone-id", route_with(destination="fe80::%eth0/64", dev="eth0"),
+     f"{SR}.routes[2].destination", "fe80::%eth0/64"),
+    # Gateways that are never a next hop.
+    ("gateway-unspecified", route_with(gateway="0.0.0.0"), f"{SR}.routes[2].gateway", "0.0.0.0"),
+    ("gateway-unspecified-v6", route_with(destination="fd00:5::/64", gateway="::"),
+     f"{SR}.routes[2].gateway", "::"),
+    ("gateway-this-network", route_with(gateway="0.1.2.3"), f"{SR}.routes[2].gateway",
+     "0.1.2.3"),
+    ("gateway-loopback", route_with(gateway="127.0.0.1"), f"{SR}.routes[2].gateway",
+     "127.0.0.1"),
+    ("gateway-loopback-v6", route_with(destination="fd00:5::/64", gateway="::1"),
+     f"{SR}.routes[2].gateway", "::1"),
+    ("gateway-multicast", route_with(gateway="224.0.0.1"), f"{SR}.routes[2].gateway",
+     "224.0.0.1"),
+    ("gateway-multicast-v6", route_with(destination="fd00:5::/64", gateway="ff02::1",
+                                        dev="eth0"),
+     f"{SR}.routes[2].gateway", "ff02::1"),
+    ("gateway-broadcast", route_with(gateway="255.255.255.255"), f"{SR}.routes[2].gateway",
+     "255.255.255.255"),
+    ("gateway-v4-mapped", route_with(destination="fd00:5::/64", gateway="::ffff:10.1.0.1"),
+     f"{SR}.routes[2].gateway", "::ffff:10.1.0.1"),
+    ("gateway-in-destination", route_with(gateway="10.0.3.1"), f"{SR}.routes[2].gateway",
+     "10.0.3.1"),
+    ("gateway-link-local-v4-no-dev", route_with(gateway="169.254.0.1"),
+     f"{SR}.routes[2].gateway", "169.254.0.1"),
+    # Expected CIDRs that can never pass.
+    ("expected-zone-id", {"route_overlap": {"expected_cidrs": ["fd00::%eth0/64"]}},
+     f"{RO}.expected_cidrs[0]", "fd00::%eth0/64"),
+    ("expected-everything", {"route_overlap": {"expected_cidrs": ["10.0.5.0/24", "0.0.0.0/0"]}},
+     f"{RO}.expected_cidrs[1]", "0.0.0.0/0"),
+    ("expected-everything-v6", {"route_overlap": {"expected_cidrs": ["::/0"]}},
+     f"{RO}.expected_cidrs[0]", "::/0"),
+    ("expected-has-loopback", {"route_overlap": {"expected_cidrs": ["96.0.0.0/3"]}},
+     f"{RO}.expected_cidrs[0]", "96.0.0.0/3"),
+    ("expected-multicast", {"route_overlap": {"expected_cidrs": ["224.0.0.0/24"]}},
+     f"{RO}.expected_cidrs[0]", "224.0.0.0/24"),
+    ("expected-link-local-v6", {"route_overlap": {"expected_cidrs": ["fe80::/64"]}},
+     f"{RO}.expected_cidrs[0]", "fe80::/64"),
 ]
 BAD_IDS = [case[0] for case in BAD]
 
@@ -316,11 +404,38 @@ def test_strict_with_trailing_newline_never_becomes_warn() -> None:
 
 
 @pytest.mark.parametrize("unit", ["kubelet.service", "systemd-nspawn@.service",
-                                  "foo@bar.service", "containerd.service",
-                                  "machines.target", "docker.socket"])
+                                  "systemd-nspawn@kube1.service", "foo@bar.service",
+                                  "containerd.service", "docker.service",
+                                  "machines.target", "multi-user.target", "remote-fs.target",
+                                  "sshguard-not-ssh.target", "app.target"])
 def test_valid_gate_units_are_accepted(unit: str) -> None:
-    """Templates, instances and non-service units are all legitimate things to gate."""
+    """Templates, instances and workload targets are all legitimate things to gate."""
     assert parse({"gate_units": [unit]}).gate_units == (unit,)
+
+
+@pytest.mark.parametrize(("raw", "kept"), [
+    (routes({"destination": "240.0.0.0/4"}), "240.0.0.0/4"),
+    (routes({"destination": "100.64.0.0/10", "gateway": "10.1.0.1"}), "100.64.0.0/10"),
+    (routes({"destination": "169.254.169.254/32", "dev": "eth0"}), "169.254.169.254/32"),
+    (routes({"destination": "fe80::/64", "dev": "eth0"}), "fe80::/64"),
+    (routes({"destination": "10.0.5.0/24", "gateway": "169.254.0.1", "dev": "eth0"}),
+     "10.0.5.0/24"),
+    (routes({"destination": "10.0.5.0/25", "gateway": "10.0.5.129"}), "10.0.5.0/25"),
+    (routes({"destination": "1.0.0.0/8"}), "1.0.0.0/8"),
+    (routes({"destination": "2000::/3"}), "2000::/3"),
+])
+def test_ordinary_ranges_next_to_the_refused_ones_are_accepted(raw: Any, kept: str) -> None:
+    """Negative controls for the refusals: reserved 240/4 (pod CIDRs use it), shared
+    space, link-local with dev, a gateway just outside the destination."""
+    assert [str(r.destination) for r in parse(raw).routes] == [kept]
+
+
+@pytest.mark.parametrize("cidr", ["169.254.169.254/32", "10.0.0.0/8", "128.0.0.0/2",
+                                  "fd00::/8", "2000::/3"])
+def test_expected_cidrs_that_can_pass_are_accepted(cidr: str) -> None:
+    """IMDS routes via the default gateway and is worth checking; wide unicast too."""
+    assert [str(c) for c in parse({"route_overlap": {"expected_cidrs": [cidr]}})
+            .expected_cidrs] == [cidr]
 
 
 def test_gate_units_default_to_nspawn() -> None:
@@ -400,7 +515,7 @@ def test_largest_allowed_config_fits_the_units_file_limit(tmp_path: Any) -> None
     """Every list at its limit, every string at its longest: the JSON the module
     writes must load in the units, or they would refuse what the module accepted.
     """
-    longest = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:{:04x}/128"
+    longest = "fd00:ffff:ffff:ffff:ffff:ffff:ffff:{:04x}/128"
     raw = {
         **routes(*({"destination": longest.format(i),
                     "gateway": "fe80:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
