@@ -52,8 +52,8 @@ class FileError(ConfigError):
 class _Duplicate(NamedTuple):
     mapping: dict
     key: Any
-    line: Optional[int]
-    first_line: Optional[int]
+    line: Optional[str]  # "line 4 column 5" (YAML only)
+    first_line: Optional[str]
 
 
 def read_text(path: str, limit: int = MAX_FILE_BYTES) -> str:
@@ -210,7 +210,7 @@ def _check(data: Any, duplicates: List[_Duplicate]) -> None:
         if depth >= MAX_DEPTH:
             raise _too_deep_error(path)
         for dup in dup_at.get(id(value), ()):
-            lines = f" (line {dup.line}, first at line {dup.first_line})" if dup.line else ""
+            lines = f" ({dup.line}; first at {dup.first_line})" if dup.line else ""
             problems.append(Problem(
                 _join(path, dup.key), dup.key,
                 f"is given twice in one mapping{lines}; the file would silently mean "
@@ -272,13 +272,15 @@ def _yaml_loaders() -> Tuple[Any, Any]:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue  # "<<: *base" keys may be overridden; that is the point
             key = loader.construct_object(key_node, deep=False)
+            mark = key_node.start_mark
+            line = f"line {mark.line + 1} column {mark.column + 1}"
             try:
-                line = first.setdefault(key, key_node.start_mark.line + 1)
+                if key in first:
+                    loader.duplicates.append(_Duplicate(data, key, line, first[key]))
+                else:
+                    first[key] = line
             except TypeError:
                 continue  # unhashable: construct_mapping below says so, with the mark
-            if line != key_node.start_mark.line + 1:
-                loader.duplicates.append(
-                    _Duplicate(data, key, key_node.start_mark.line + 1, line))
         data.update(loader.construct_mapping(node))
 
     def construct_int(loader: Any, node: Any) -> Any:

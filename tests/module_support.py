@@ -119,3 +119,56 @@ def assert_untouched(root: str, calls: List[List[str]]) -> None:
     """End state 2 for WARN (or no STRICT asked): nothing written, systemctl never called."""
     assert files(root) == [], files(root)
     assert calls == []
+
+
+def mode_says_strict(raw: Any) -> bool:
+    """``route_overlap.mode`` is a STRICT spelling: the user certainly asked for STRICT."""
+    overlap = raw.get("route_overlap") if isinstance(raw, dict) else None
+    mode = overlap.get("mode") if isinstance(overlap, dict) else None
+    return isinstance(mode, str) and mode.strip().upper() == "STRICT"
+
+
+def any_strict(value: Any, depth: int = 6, seen: Any = None) -> bool:
+    """Whether the word STRICT appears as a string anywhere (cycle-safe, bounded)."""
+    seen = set() if seen is None else seen
+    if isinstance(value, str):
+        return "STRICT" in value.upper()
+    if depth == 0 or id(value) in seen:
+        return False
+    if isinstance(value, (dict, list)):
+        seen.add(id(value))
+        items: List[Any] = list(value.values()) if isinstance(value, dict) else value
+        return any(any_strict(v, depth - 1, seen) for v in items[:50])
+    return False
+
+
+def end_state(cfg: Any, root: str, calls: Systemctl, err: Optional[BaseException]) -> str:
+    """Assert one of the two end states for this run; return which, for statistics.
+
+    No exception but ConfigError; none: a valid plan installed; ConfigError:
+    failed closed if ``route_overlap.mode`` said STRICT, untouched if no STRICT
+    appears anywhere, and otherwise one of the two, complete.
+    """
+    from cloudinit_hostrouting.config import parse
+
+    if not isinstance(cfg, dict) or "host_routing" not in cfg:
+        assert err is None, repr(err)
+        assert_untouched(root, calls.calls)
+        return "no host_routing"
+    raw = cfg["host_routing"]
+    if err is None:
+        assert_installed(root, parse(raw), calls.calls)
+        return "installed"
+    assert isinstance(err, ConfigError), f"{type(err).__name__}: {err}"
+    assert str(err).startswith("invalid host_routing")
+    if mode_says_strict(raw):
+        assert_failed_closed(root, calls.calls)
+        return "invalid, mode STRICT: failed closed"
+    if not any_strict(raw):
+        assert_untouched(root, calls.calls)
+        return "invalid, no STRICT anywhere: untouched"
+    if calls.calls:
+        assert_failed_closed(root, calls.calls)
+        return "invalid, STRICT elsewhere: failed closed"
+    assert_untouched(root, calls.calls)
+    return "invalid, STRICT elsewhere: untouched"
