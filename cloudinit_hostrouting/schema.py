@@ -123,8 +123,9 @@ HOST_ROUTING_SCHEMA: Dict[str, Any] = {
                     "maxItems": MAX_ROUTES,
                     "items": ROUTE_SCHEMA,
                     "description": (
-                        f"Routes, installed with replace semantics. Fix: a list of at "
-                        f"most {MAX_ROUTES} mappings with destination, gateway, dev, metric."
+                        "Routes to install; a route we did not install is never replaced. "
+                        f"Fix: a list of at most {MAX_ROUTES} mappings with destination, "
+                        "gateway, dev, metric."
                     ),
                 },
             },
