@@ -50,7 +50,8 @@ def cloudinit_errors(data: Dict[str, Any]) -> List[str]:
         validate_cloudconfig_schema(config=data, schema=combined_schema(get_schema()),
                                     strict=True)
     except SchemaValidationError as err:
-        return [f"{path}: {message}" for path, message in (err.schema_errors or [])
+        return [f"{path}: {message}" if path else message
+                for path, message in (err.schema_errors or [])
                 if not (path == KEY or path.startswith(KEY + "."))]
     except Exception as err:  # cloud-init's validator on odd values
         # e.g. a !!binary value where cloud-init's schema has a pattern: its

@@ -711,3 +711,45 @@ def test_cli_subprocess_runs_the_package_under_test() -> None:
         env=cloudinit_env("22.4"), cwd=REPO, stdout=subprocess.PIPE, text=True, check=True)
     assert os.path.realpath(proc.stdout.strip()) == os.path.realpath(
         cloudinit_hostrouting.__file__)
+
+
+@pytest.mark.parametrize("version", CLOUDINIT_VERSIONS)
+@pytest.mark.parametrize(("text", "ours"), [
+    ("1: x\nhost_routing: {gate_units: [kubelet.service]}\n", None),
+    ("2024-01-01: x\nhost_routing: {}\n", None),
+    ("write_files: [{path: /x, content: !!binary aGVsbG8=}]\nhost_routing: {}\n", None),
+    ("hostname: !!binary aGVsbG8=\nhost_routing:\n  gate_units: [!!binary aGVsbG8=]\n",
+     "host_routing.gate_units[0]: must be of type string, not bytes"),
+    ("host_routing:\n  2024-01-01: x\n  1: y\n", "host_routing.2024-01-01: unknown key"),
+])
+def test_validate_copes_with_odd_keys_and_binary_values(tmp_path: Any, version: str, text: str,
+                                                        ours: Any) -> None:
+    """Int and date keys and !!binary values, ours or cloud-init's: a verdict, never a
+    traceback (cloud-init's validator raised TypeError on a !!binary gate unit)."""
+    path = tmp_path / "user-data.yaml"
+    path.write_text("#cloud-config\n" + text, encoding="utf-8")
+    proc = cli("validate", str(path), env=cloudinit_env(version))
+    assert "Traceback" not in proc.stdout + proc.stderr and proc.stderr == ""
+    assert proc.returncode in (0, 1), proc.stdout
+    if ours:
+        assert proc.returncode == 1 and ours in proc.stdout, proc.stdout
+    assert not any(line.startswith(f"{path}: error: :") for line in proc.stdout.splitlines())
+
+
+def test_the_units_json_path_imports_neither_yaml_nor_dataclasses(tmp_path: Any) -> None:
+    """What the units do first, loading the module's JSON, stays lean (issue 11)."""
+    config = tmp_path / "host-routing.json"
+    config.write_text(parse(routes(GOOD_ROUTE)).to_json(), encoding="utf-8")
+    code = ("import sys; from cloudinit_hostrouting.config import load_file; "
+            f"load_file({str(config)!r}); "
+            "print(sorted(m for m in ('yaml', 'dataclasses', 'inspect') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], env=cloudinit_env("22.4"), cwd=REPO,
+                          capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]", proc.stdout
+    # Negative control: a YAML file does import yaml, so the probe can see it.
+    yaml_config = tmp_path / "c.yaml"
+    yaml_config.write_text("host_routing: {}\n", encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-c", code.replace(str(config), str(yaml_config))],
+                          env=cloudinit_env("22.4"), cwd=REPO, capture_output=True, text=True,
+                          check=True)
+    assert "yaml" in proc.stdout
