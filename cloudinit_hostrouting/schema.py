@@ -65,15 +65,21 @@ ROUTE_SCHEMA: Dict[str, Any] = {
         "destination": {
             "type": "string",
             "maxLength": MAX_ADDRESS_TEXT,
-            "description": "Destination of the route. " + _CIDR_DESC,
+            "description": (
+                "Destination of the route. Refused: any /0 (the default route), 0.0.0.0/8, "
+                "loopback, multicast, 255.255.255.255, ::, ::ffff:0:0/96, zone ids, and "
+                "link-local without dev; 240.0.0.0/4 is allowed. " + _CIDR_DESC),
         },
         "gateway": {
             "type": "string",
             "maxLength": MAX_ADDRESS_TEXT,
             "description": (
-                "Next hop, of the destination's family; a link-local IPv6 gateway needs "
-                "dev. Defaults to the default gateway on dev, found at boot. Fix: give an "
-                "address such as 172.16.1.2 or fe80::1, or leave gateway out."
+                "Next hop, of the destination's family; a link-local gateway needs dev. "
+                "Defaults to the default gateway on dev, found at boot. Refused: 0.0.0.0 "
+                "and :: (no on-link routes), 0.0.0.0/8, loopback, multicast, "
+                "255.255.255.255, IPv4-mapped IPv6, zone ids, an address inside the "
+                "destination. Fix: give an address such as 172.16.1.2 or fe80::1, or leave "
+                "gateway out."
             ),
         },
         "dev": {
@@ -154,8 +160,11 @@ HOST_ROUTING_SCHEMA: Dict[str, Any] = {
                         + _CIDR_DESC,
                     },
                     "description": (
-                        f"CIDRs that must route via the default interface. Fix: a list "
-                        f"of at most {MAX_EXPECTED_CIDRS} distinct CIDRs."
+                        "CIDRs that must route via the default interface. Refused, as they "
+                        "could never pass: /0, zone ids, and ranges overlapping loopback, "
+                        "multicast, 0.0.0.0/8, 255.255.255.255, ::ffff:0:0/96 or fe80::/10 "
+                        "(169.254.169.254, Azure IMDS, is allowed). Fix: a list of at most "
+                        f"{MAX_EXPECTED_CIDRS} distinct CIDRs."
                     ),
                 },
             },
