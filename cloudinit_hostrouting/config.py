@@ -3,7 +3,10 @@
 Shape comes from the schema (``schema.check_shape``); this module adds what a
 schema cannot say: that strings are IPv4 or IPv6 networks and addresses of one
 family per route, that link-local gateways name their interface, that no
-destination appears twice once host bits are masked, that routes are opted in.
+destination appears twice once host bits are masked, that routes are opted in,
+that no destination, gateway or expected CIDR is one that makes no sense here
+(the default route, loopback, multicast, ...; see ``_SPECIAL``), and that no
+gate unit would close an ordering cycle with our units (``gates.py``).
 Everything is checked before anything is written, and every problem is reported
 at once so a user fixes their user-data in one round trip.
 """
@@ -12,11 +15,24 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
 
-from .constants import OUR_UNITS
-from .schema import Problem, check_shape
+from .gates import refusal
+from .loader import FileError, load_path
+from .schema import (
+    GATE_UNIT_SCHEMA,
+    MAX_ADDRESS_TEXT,
+    MAX_EXPECTED_CIDRS,
+    MAX_GATE_UNITS,
+    MAX_ROUTES,
+    MAX_SHOWN_PROBLEMS,
+    ConfigError,
+    Problem,
+    check_shape,
+    show,
+)
+
+__all__ = ["ConfigError", "HostRouting", "Problem", "Route", "load_file", "parse"]
 
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
@@ -25,17 +41,11 @@ DEFAULT_GATE_UNITS = ("systemd-nspawn@.service",)
 WARN, STRICT = "WARN", "STRICT"
 
 
-class ConfigError(ValueError):
-    """Invalid ``host_routing``; ``problems`` lists each one with path and fix."""
-
-    def __init__(self, problems: List[Problem]):
-        self.problems = problems
-        lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"invalid host_routing ({len(problems)} problem(s)):\n{lines}")
+# Records are NamedTuples, not dataclasses: the units import this module on
+# the boot path, and ``dataclasses`` pulls in inspect, ast and dis.
 
 
-@dataclass(frozen=True)
-class Route:
+class Route(NamedTuple):
     """One static route; ``gateway``/``dev`` of None are resolved at boot."""
 
     destination: IPNetwork
@@ -54,8 +64,7 @@ class Route:
         return out
 
 
-@dataclass(frozen=True)
-class HostRouting:
+class HostRouting(NamedTuple):
     """The validated, normalised ``host_routing`` section."""
 
     routes: Tuple[Route, ...] = ()
@@ -66,7 +75,7 @@ class HostRouting:
     guard: bool = False
     auto_mitigate: bool = False
     prometheus_textfile: Optional[str] = None
-    warnings: Tuple[str, ...] = field(default=(), compare=False)
+    warnings: Tuple[str, ...] = ()
 
     @property
     def strict(self) -> bool:
@@ -115,7 +124,8 @@ def parse(raw: Any) -> HostRouting:
     overlap = _mapping(raw.get("route_overlap"))
     expected = _parse_expected(overlap.get("expected_cidrs"), problems, warnings)
     guard = _mapping(raw.get("guard"))
-    if ".." in str(guard.get("prometheus_textfile", "")).split("/"):
+    textfile = guard.get("prometheus_textfile")
+    if isinstance(textfile, str) and ".." in textfile.split("/"):
         problems.append(Problem("host_routing.guard.prometheus_textfile",
                                 guard["prometheus_textfile"], "climbs with '..'",
                                 "Fix: give the plain absolute path."))
@@ -124,11 +134,10 @@ def parse(raw: Any) -> HostRouting:
                                 "needs the guard, which is not enabled",
                                 "Fix: set host_routing.guard.enabled: true as well."))
     gates = raw.get("gate_units", DEFAULT_GATE_UNITS)
-    for i, unit in enumerate(gates if isinstance(gates, list) else []):
-        if unit in OUR_UNITS:
-            problems.append(Problem(
-                f"host_routing.gate_units[{i}]", unit, "is one of our own units",
-                "Fix: gate the units that must wait for the check, not the check itself."))
+    for i, unit in enumerate(_items(gates, MAX_GATE_UNITS)):
+        problem = gate_unit_problem(unit, f"host_routing.gate_units[{i}]")
+        if problem is not None:
+            problems.append(problem)
     if gates == []:
         warnings.append("host_routing.gate_units is empty: the checks run, but no unit "
                         "waits for them, so even STRICT blocks nothing")
@@ -145,18 +154,52 @@ def parse(raw: Any) -> HostRouting:
         guard=guard.get("enabled", False),
         auto_mitigate=guard.get("auto_mitigate", False),
         prometheus_textfile=guard.get("prometheus_textfile"),
-        warnings=tuple(warnings),
+        warnings=tuple(_capped_warnings(warnings)),
     )
+
+
+def _capped_warnings(warnings: List[str]) -> List[str]:
+    """At most MAX_SHOWN_PROBLEMS warnings and a count: 10,000 slips, one screen."""
+    more = len(warnings) - MAX_SHOWN_PROBLEMS
+    return warnings if more <= 0 else [*warnings[:MAX_SHOWN_PROBLEMS],
+                                       f"and {more} more warning(s) like these"]
+
+
+def gate_unit_problem(unit: Any, path: str) -> Optional[Problem]:
+    """Why ``unit`` cannot be gated (see gates.py), or None if it can.
+
+    Also used alone by the module's fail-closed path, to keep every gate unit
+    of an invalid STRICT section that is itself fine.
+    """
+    shape = check_shape(unit, GATE_UNIT_SCHEMA, path)
+    if shape:
+        return shape[0]
+    why = refusal(unit)
+    return None if why is None else Problem(path, unit, why[0], why[1])
 
 
 def _mapping(value: Any) -> Dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _items(value: Any, limit: int) -> List[Any]:
+    """A list's items for the semantic checks, or none when the shape check refused it.
+
+    An oversize list has already been reported with its limit; checking each
+    of its 70,000 items would only make the refusal slow.
+    """
+    return value if isinstance(value, list) and len(value) <= limit else []
+
+
 def _network(text: Any, path: str, problems: List[Problem],
              warnings: List[str]) -> Optional[IPNetwork]:
-    if not isinstance(text, str):
+    if not isinstance(text, str) or len(text) > MAX_ADDRESS_TEXT:
         return None  # the shape check has reported it
+    if "%" in text:
+        problems.append(Problem(path, text, "has an IPv6 zone id (the %... part)",
+                                "Fix: write the network without it; a route names its "
+                                "interface in dev."))
+        return None
     try:
         net = ipaddress.ip_network(text, strict=False)
     except ValueError as err:
@@ -174,9 +217,7 @@ def _network(text: Any, path: str, problems: List[Problem],
 
 def _parse_routes(static: Dict[str, Any], problems: List[Problem],
                   warnings: List[str]) -> List[Route]:
-    raw_routes = static.get("routes", [])
-    if not isinstance(raw_routes, list):
-        return []
+    raw_routes = _items(static.get("routes", []), MAX_ROUTES)
     if raw_routes and static.get("enabled") is not True:
         problems.append(Problem(
             "host_routing.static_routes.enabled", static.get("enabled"),
@@ -189,6 +230,8 @@ def _parse_routes(static: Dict[str, Any], problems: List[Problem],
         if not isinstance(item, dict):
             continue
         dest = _network(item.get("destination"), f"{path}.destination", problems, warnings)
+        if dest is not None and _refuse_destination(dest, item, path, problems):
+            dest = None
         gateway = _gateway(item, dest, path, problems)
         if dest is None:
             continue
@@ -207,7 +250,7 @@ def _gateway(item: Dict[str, Any], dest: Optional[IPNetwork], path: str,
              problems: List[Problem]) -> Optional[IPAddress]:
     """The route's gateway if it is an address of the destination's family."""
     text = item.get("gateway")
-    if not isinstance(text, str):
+    if not isinstance(text, str) or len(text) > MAX_ADDRESS_TEXT:
         return None
     try:
         if "%" in text:
@@ -226,22 +269,109 @@ def _gateway(item: Dict[str, Any], dest: Optional[IPNetwork], path: str,
             "Fix: use a gateway of the destination's family; mixed-family routes "
             "are not possible."))
         return None
-    if gateway.is_link_local and gateway.version == 6 and "dev" not in item:
+    why = _special(ipaddress.ip_network(gateway), subnet=True)
+    if gateway.is_unspecified:
+        why = "unspecified, which means no gateway at all (on-link routes are not supported)"
+    elif isinstance(gateway, ipaddress.IPv6Address) and gateway.ipv4_mapped is not None:
+        why = "an IPv4-mapped IPv6 address, which is never a next hop"
+    if why:
+        problems.append(Problem(f"{path}.gateway", text, why if why.startswith("is") else
+                                f"is {why}",
+                                "Fix: give the router's own address, or leave gateway "
+                                "out to use the default gateway of dev."))
+        return None
+    if gateway.is_link_local and "dev" not in item:
         problems.append(Problem(
             f"{path}.gateway", text, "is link-local, which only means something on one link",
             "Fix: add dev with the interface the gateway is on."))
         return None
+    if dest is not None and gateway in dest:
+        problems.append(Problem(
+            f"{path}.gateway", text, f"is inside the route's own destination {dest}",
+            "Fix: a next hop must be reachable without this route; give the router on "
+            "the link you route through."))
+        return None
     return gateway
+
+
+# Ranges that are never a route's destination or a next hop, and never route
+# via the default interface (so an expected CIDR touching them never passes).
+# Decided deliberately; the README's configuration reference says the same:
+# - 240.0.0.0/4 ("reserved") is allowed: Linux routes it and some clusters use
+#   it for pods; only its 255.255.255.255 is refused.
+# - documentation, shared (100.64/10) and private ranges are ordinary here.
+_SPECIAL = tuple((ipaddress.ip_network(net), name) for net, name in (
+    ("0.0.0.0/8", "the 'this network' range 0.0.0.0/8, which is never routed"),
+    ("127.0.0.0/8", "the loopback range 127.0.0.0/8, which never leaves the host"),
+    ("224.0.0.0/4", "the multicast range 224.0.0.0/4, which is not routed this way"),
+    ("255.255.255.255/32", "the limited broadcast address, which is never routed"),
+    ("::/128", "the unspecified address ::, which is never routed"),
+    ("::1/128", "the loopback address ::1, which never leaves the host"),
+    ("::ffff:0:0/96", "the IPv4-mapped range ::ffff:0:0/96, which is never routed as IPv6"),
+    ("ff00::/8", "the multicast range ff00::/8, which is not routed this way"),
+))
+_LINK_LOCAL = tuple(ipaddress.ip_network(n) for n in ("169.254.0.0/16", "fe80::/10"))
+
+
+def _special(net: IPNetwork, subnet: bool) -> Optional[str]:
+    """"is (in) ..." if ``net`` is inside (``subnet``) or overlaps a special range."""
+    for special, name in _SPECIAL:
+        if special.version != net.version:
+            continue
+        if subnet and net.subnet_of(special):  # type: ignore[arg-type]
+            return f"is {name}" if special.num_addresses == 1 else f"is in {name}"
+        if not subnet and net.overlaps(special):
+            return f"overlaps {name}"
+    return None
+
+
+def _link_local(net: IPNetwork, subnet: bool) -> bool:
+    return any((net.subnet_of(ll) if subnet else net.overlaps(ll))  # type: ignore[arg-type]
+               for ll in _LINK_LOCAL if ll.version == net.version)
+
+
+def _refuse_destination(dest: IPNetwork, item: Dict[str, Any], path: str,
+                        problems: List[Problem]) -> bool:
+    """Report a destination that makes no sense for this tool; True if reported."""
+    text = item["destination"]
+    if dest.prefixlen == 0:
+        problems.append(Problem(
+            f"{path}.destination", text, f"is the IPv{dest.version} default route",
+            "Fix: this tool never replaces the default route; route only the ranges "
+            "that must leave via dev, e.g. the cluster CIDR."))
+        return True
+    why = _special(dest, subnet=True)
+    if why:
+        problems.append(Problem(f"{path}.destination", text, why,
+                                "Fix: route only unicast ranges that must leave via dev."))
+        return True
+    if "dev" not in item and _link_local(dest, subnet=True):
+        problems.append(Problem(
+            f"{path}.destination", text, "is link-local, which only means something on one link",
+            "Fix: add dev with the interface it is on."))
+        return True
+    return False
 
 
 def _parse_expected(raw: Any, problems: List[Problem],
                     warnings: List[str]) -> List[IPNetwork]:
     out: List[IPNetwork] = []
     seen: Dict[IPNetwork, int] = {}
-    for i, text in enumerate(raw if isinstance(raw, list) else []):
+    for i, text in enumerate(_items(raw, MAX_EXPECTED_CIDRS)):
         path = f"host_routing.route_overlap.expected_cidrs[{i}]"
         net = _network(text, path, problems, warnings)
         if net is None:
+            continue
+        why = "contains every address" if net.prefixlen == 0 else _special(net, subnet=False)
+        if why is None and net.version == 6 and _link_local(net, subnet=False):
+            # IPv4 link-local is fine: Azure IMDS, 169.254.169.254, routes via
+            # the default gateway and is worth checking.
+            why = "overlaps the link-local range fe80::/10, which is on every link"
+        if why:
+            problems.append(Problem(path, text, f"can never route via the default "
+                                    f"interface: it {why}",
+                                    "Fix: list the cluster's own ranges (VNet, pod and "
+                                    "service CIDRs)."))
             continue
         if net in seen:
             problems.append(Problem(path, text, f"duplicates expected_cidrs[{seen[net]}]",
@@ -255,23 +385,52 @@ def _parse_expected(raw: Any, problems: List[Problem],
 def load_file(path: str) -> HostRouting:
     """Read a YAML or JSON file with a top-level ``host_routing`` key and parse it.
 
-    JSON is tried first: the module writes JSON, and the units should not pay
-    for importing a YAML parser on the boot path.
+    OSError if it cannot be read; ConfigError for everything else, including
+    a file the module wrote to fail closed, whose stored message is raised
+    again word for word, so the units fail with it at every boot.
     """
-    with open(path, encoding="utf-8") as handle:
-        text = handle.read()
-    try:
-        data = json.loads(text)
-    except ValueError:
-        import yaml  # only for hand-written files
-
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise ConfigError([Problem(path, "<file>", f"is neither JSON nor YAML ({err})",
-                                       "Fix: correct the file's syntax.")]) from err
+    data = load_path(path)
+    if isinstance(data, dict) and FAILED_CLOSED_KEY in data:
+        raise _failed_closed_error(data[FAILED_CLOSED_KEY])
     if not isinstance(data, dict) or "host_routing" not in data:
-        raise ConfigError([Problem(path, type(data).__name__,
-                                   "has no top-level host_routing mapping",
-                                   "Fix: put the settings under a host_routing: key.")])
+        raise FileError(f"has no top-level host_routing mapping (got {show(data)})",
+                        "Fix: put the settings under a host_routing: key")
     return parse(data["host_routing"])
+
+
+# The key of the config file the module writes when it fails closed.
+FAILED_CLOSED_KEY = "host_routing_failed_closed"
+
+
+def failed_closed_json(err: ConfigError) -> str:
+    """The config file that keeps a STRICT node failing closed: ``err``'s own text.
+
+    Only strings go in, never the raw input, so this cannot fail however odd
+    that input was (non-string keys, recursion, 5,000-digit integers);
+    ``ensure_ascii`` keeps even lone surrogates writable.
+    """
+    return json.dumps({FAILED_CLOSED_KEY: {
+        "why": "host_routing was invalid at first boot and asked for STRICT, so every "
+               "gated unit stays blocked. Fix the user-data and boot a new instance.",
+        "error": err.lines(),
+    }}, indent=2, ensure_ascii=True) + "\n"
+
+
+class _StoredError(ConfigError):
+    """A failed-closed config file's stored error, repeated as it was written."""
+
+    def __init__(self, lines: List[str]):
+        self.stored = lines
+        super().__init__([Problem("", None, line, "") for line in lines])
+
+    def lines(self) -> List[str]:
+        return [*self.stored, "  (stored at first boot: STRICT fails closed until the "
+                              "user-data is fixed and a new instance boots)"]
+
+
+def _failed_closed_error(stored: Any) -> ConfigError:
+    lines = stored.get("error") if isinstance(stored, dict) else None
+    if not (isinstance(lines, list) and lines and all(isinstance(x, str) for x in lines)):
+        lines = ["invalid host_routing: failed closed at first boot (the stored message "
+                 "is unreadable)"]
+    return _StoredError(lines[:MAX_SHOWN_PROBLEMS + 2])

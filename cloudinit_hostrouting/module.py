@@ -11,29 +11,43 @@ when our drop-in appears, and picks up its ``After=``/``Requires=`` on reload.
 A blocking ``systemctl start`` from here would deadlock (our units wait for
 ``sysinit.target``, which waits for cloud-init).
 
-Invalid config: nothing is written and the module raises, so cloud-init's
-status shows our message, except when the user explicitly asked for STRICT.
-Then the module fails closed: it writes the units and gates as usual, with the
-raw config, so the check fails with the same message every boot and gated units
-never start until the user-data is fixed.  STRICT means "never start unverified".
+Every run ends in one of two states.  Either a valid plan was installed, or
+the config was reported invalid (the module raises, so cloud-init's status
+shows our message) and nothing was written, except when the user asked for
+STRICT: then the module fails closed.  It writes the units and STRICT gates as
+usual, but the config file carries only the error text, so both units fail
+with that message every boot and gated units never start until the user-data
+is fixed.  Failing closed never depends on the raw input being serialisable
+(non-string keys, recursive anchors, 5,000-digit integers), and an I/O error
+part-way through a STRICT install still leaves the node failing closed.
+``host_routing: null`` is invalid, as ``validate`` says, not silently skipped.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-from typing import Any, List
+from typing import Any, Callable, List, Optional, Sequence
 
 from cloudinit.settings import PER_INSTANCE
 
-from .config import STRICT, ConfigError, HostRouting, parse
-from .constants import CONFIG_PATH, RUN_DIR
-from .effects import apply_plan, run
-from .render import Entry, plan
+from .config import (
+    DEFAULT_GATE_UNITS,
+    STRICT,
+    ConfigError,
+    HostRouting,
+    Problem,
+    failed_closed_json,
+    gate_unit_problem,
+    parse,
+)
+from .constants import CHECK_UNIT, CONFIG_PATH, DROPIN_NAME, RUN_DIR, STATIC_UNIT, UNIT_DIR
+from .effects import apply_plan, run, under, write_atomic
+from .render import Entry, gate_dropin, plan
+from .schema import MAX_GATE_UNITS
 
 LOG = logging.getLogger(__name__)
-
+KEY = "host_routing"
 
 meta = {
     "id": "cc_host_routing",
@@ -42,77 +56,203 @@ meta = {
     "description": __doc__,
     "distros": ["all"],
     "frequency": PER_INSTANCE,
-    "activate_by_schema_keys": ["host_routing"],
+    "activate_by_schema_keys": [KEY],
     "examples": [],
 }
 
+Systemctl = Callable[[Sequence[str]], None]
+
+
+def run_systemctl(argv: Sequence[str]) -> None:
+    """The real ``systemctl``; tests pass a stand-in."""
+    run(["systemctl", *argv])
+
 
 def handle(name: str, cfg: dict, cloud: Any, *legacy: Any, args: Any = None,
+           root: str = "/", systemctl: Systemctl = run_systemctl,
+           imds_url: Optional[str] = None, imds_deadline: float = 10.0,
            **kwargs: Any) -> None:
     """Entry point for cloud-init 22.4 (positional, with log) and 25.1 (keywords).
 
     Taking the legacy ``log``/``args`` positionally through ``*legacy`` keeps
     25.1 from passing ``log=`` and logging a DEPRECATED line (which would turn
-    its status into "degraded done").
+    its status into "degraded done"; it does so for exactly five parameters).
+    cloud-init never passes the keyword-only rest: tests do, to run the whole
+    module under a temporary ``root`` with a stand-in ``systemctl`` and an IMDS
+    on loopback.
     """
-    raw = cfg.get("host_routing")
-    if raw is None:
-        LOG.debug("%s: no host_routing in config; nothing to do", name)
-        return
+    configure(cfg, root, systemctl, imds_url, imds_deadline)
+
+
+def configure(cfg: Any, root: str, systemctl: Systemctl = run_systemctl,
+              imds_url: Optional[str] = None,
+              imds_deadline: float = 10.0) -> Optional[HostRouting]:
+    """Everything ``handle`` does, under ``root``; returns the installed config.
+
+    Returns None when ``cfg`` has no ``host_routing`` key (cloud-init's
+    ``activate_by_schema_keys`` normally skips the module then).  Raises
+    ConfigError when the section is invalid, after failing closed if it asked
+    for STRICT; re-raises an install failure after failing closed in STRICT.
+    """
+    if not isinstance(cfg, dict) or KEY not in cfg:
+        LOG.debug("no %s in config; nothing to do", KEY)
+        return None
+    raw = cfg[KEY]
     try:
-        host = parse(raw)
-    except ConfigError:
-        if _asks_strict(raw):
+        host = _parse(raw)
+    except ConfigError as err:
+        if asks_strict(raw):
             LOG.error("host_routing is invalid and asks for STRICT: failing closed, "
                       "gated units stay blocked until user-data is fixed")
-            _install(fail_closed_plan(raw))
+            _fail_closed(_gates_of(raw), err, root, systemctl)
         raise
     for warning in host.warnings:
         LOG.warning("host_routing: %s", warning)
-    _install(plan(host))
+    try:
+        entries = plan(host)
+    except ValueError as err:  # an interpreter path that cannot go into ExecStart=
+        if host.strict:
+            _fail_closed(host.gate_units, _error(str(err)), root, systemctl)
+        raise
+    _install(entries, root, systemctl, strict=host.strict)
     if host.azure_suggest:
-        _azure_suggest(raw)
+        _azure_suggest(raw, under(root, RUN_DIR), imds_url, imds_deadline)
+    return host
 
 
-def _install(entries: List[Entry]) -> None:
-    """Write the plan under / and, if anything changed, queue the units."""
-    changed = apply_plan("/", entries)
+def _fail_closed(gate_units: Sequence[str], err: ConfigError, root: str,
+                 systemctl: Systemctl) -> None:
+    """Install the failed-closed plan; an I/O error here is logged, not raised,
+    so the caller raises the config error, which is what the user must fix."""
+    try:
+        _install(fail_closed_plan(gate_units, err), root, systemctl, strict=True)
+    except Exception as again:
+        LOG.error("host_routing: failing closed was incomplete: %s", again)
+
+
+def _parse(raw: Any) -> HostRouting:
+    """``parse``, with any failure of ours turned into an invalid config.
+
+    A bug in a check must not skip failing closed: to a STRICT user, a config
+    we could not check is a config that is not valid.
+    """
+    try:
+        return parse(raw)
+    except ConfigError:
+        raise
+    except Exception as err:  # any bug of ours; BaseException (Ctrl-C) passes
+        LOG.exception("host_routing: the config could not be checked")
+        raise _error(f"could not be checked ({type(err).__name__}); please report "
+                     "this") from err
+
+
+def _error(message: str) -> ConfigError:
+    return ConfigError([Problem(KEY, "<section>", message,
+                                "Fix: correct host_routing and boot a new instance.")])
+
+
+def asks_strict(raw: Any) -> bool:
+    """Whether an invalid section shows the intent to be STRICT.
+
+    Generous on purpose: any string value "STRICT" (any case, any spacing)
+    within the first few levels counts, so a typo such as ``route_overlp:
+    {mode: STRICT}`` or ``mode: [STRICT]`` still fails closed.  Bounded
+    (depth and count) so recursive or huge input costs nothing.
+    """
+    budget = [10_000]
+
+    def walk(value: Any, depth: int) -> bool:
+        budget[0] -= 1
+        if budget[0] < 0:
+            return False
+        if isinstance(value, str):
+            return len(value) < 64 and value.strip().upper() == STRICT
+        if depth == 0:
+            return False
+        if isinstance(value, dict):
+            return any(walk(v, depth - 1) for v in value.values())
+        if isinstance(value, list):
+            return any(walk(v, depth - 1) for v in value)
+        return False
+
+    return walk(raw, 3)
+
+
+def _gates_of(raw: Any) -> List[str]:
+    """The gate units of an invalid section that are themselves valid, else the default.
+
+    So a typo elsewhere cannot leave the intended units ungated, and an empty
+    or entirely broken list still gates the default.
+    """
+    gates = raw.get("gate_units") if isinstance(raw, dict) else None
+    good: List[str] = []
+    for i, unit in enumerate(gates[:MAX_GATE_UNITS] if isinstance(gates, list) else []):
+        if gate_unit_problem(unit, f"{KEY}.gate_units[{i}]") is None and unit not in good:
+            good.append(unit)
+    return good or list(DEFAULT_GATE_UNITS)
+
+
+def fail_closed_plan(gate_units: Sequence[str], err: ConfigError) -> List[Entry]:
+    """The normal STRICT plan, but its config file holds only ``err``'s text.
+
+    If even the units cannot be rendered (an interpreter path unfit for
+    ExecStart=), the STRICT drop-ins alone still fail closed: ``Requires=`` on
+    a unit that does not exist fails the gated start.
+    """
+    config = Entry(CONFIG_PATH, failed_closed_json(err))
+    try:
+        entries = plan(HostRouting(mode=STRICT, gate_units=tuple(gate_units)))
+    except ValueError:
+        return [*(Entry(f"{UNIT_DIR}/{unit}.d/{DROPIN_NAME}", gate_dropin(True))
+                  for unit in gate_units), config]
+    return [config if e.path == CONFIG_PATH else e for e in entries]
+
+
+def _install(entries: List[Entry], root: str, systemctl: Systemctl, strict: bool) -> None:
+    """Write the plan under ``root`` and, if anything changed, queue the units.
+
+    In STRICT, a failure part-way (disk full, read-only /etc) is answered by
+    writing the failed-closed config and still reloading and queueing what
+    exists, so this boot's gated jobs see our drop-ins; then it re-raises.
+    """
+    try:
+        changed = apply_plan(root, entries)
+    except Exception as err:
+        if strict:
+            _salvage(root, systemctl, err)
+        raise
     if not changed:
         LOG.info("host_routing: units already up to date")
         return
     LOG.info("host_routing: wrote %s", ", ".join(changed))
-    run(["systemctl", "daemon-reload"])
+    systemctl(["daemon-reload"])
     enabled = [os.path.basename(e.path) for e in entries if e.link_to is not None]
-    run(["systemctl", "start", "--no-block", *enabled])
+    if enabled:
+        systemctl(["start", "--no-block", *enabled])
 
 
-def _asks_strict(raw: Any) -> bool:
-    overlap = raw.get("route_overlap") if isinstance(raw, dict) else None
-    mode = overlap.get("mode") if isinstance(overlap, dict) else None
-    return isinstance(mode, str) and mode.strip().upper() == STRICT
+def _salvage(root: str, systemctl: Systemctl, err: Exception) -> None:
+    """Best effort after a failed STRICT install; every step may fail too."""
+    LOG.error("host_routing: installing failed (%s): failing closed", err)
+    steps: List[Callable[[], Any]] = [
+        lambda: write_atomic(under(root, CONFIG_PATH), failed_closed_json(
+            _error(f"could not be installed at first boot ({err})"))),
+        lambda: systemctl(["daemon-reload"]),
+        lambda: systemctl(["start", "--no-block", STATIC_UNIT, CHECK_UNIT]),
+    ]
+    for step in steps:
+        try:
+            step()
+        except Exception as again:  # keep going: each step closes more of the gap
+            LOG.error("host_routing: while failing closed: %s", again)
 
 
-def fail_closed_plan(raw: Any) -> List[Entry]:
-    """The normal plan for a STRICT config, carrying the raw (invalid) input.
-
-    Gate units are taken from the input where they are valid, else the default,
-    so a typo elsewhere cannot leave the intended units ungated.
-    """
-    gates = raw.get("gate_units") if isinstance(raw, dict) else None
-    try:
-        gate_units = parse({"gate_units": gates, "route_overlap": {"mode": STRICT}}).gate_units
-    except ConfigError:
-        gate_units = HostRouting().gate_units
-    entries = plan(HostRouting(mode=STRICT, gate_units=gate_units))
-    text = json.dumps({"host_routing": raw}, indent=2, sort_keys=True, default=str) + "\n"
-    return [Entry(CONFIG_PATH, text) if e.path == CONFIG_PATH else e for e in entries]
-
-
-def _azure_suggest(raw: Any) -> None:
+def _azure_suggest(raw: Any, run_dir: str, imds_url: Optional[str],
+                   deadline: float) -> None:
     """Opt-in IMDS suggestion at first boot; never fails the module."""
     from .azure import suggest_at_boot
 
-    text = suggest_at_boot({"host_routing": raw}, RUN_DIR, 10.0, None)
+    text = suggest_at_boot({KEY: raw}, run_dir, deadline, imds_url)
     if text:
         LOG.info("host_routing: Azure suggestion (also in %s/azure-suggestion.yaml):\n%s",
-                 RUN_DIR, text)
+                 run_dir, text)

@@ -190,11 +190,18 @@ def plan(cfg: HostRouting, python: Optional[str] = None) -> List[Entry]:
 
     ``python`` is the interpreter the units run; by default the one running
     now, which is the one cloud-init imported this package with.
+
+    The order makes any prefix of the writes fail closed in STRICT: the gate
+    drop-ins come first, and ``Requires=`` on a unit not yet written fails the
+    gated start; then the config, so a unit never exists without the config
+    it reads; the units; the enablement links last.
     """
     py = python or sys.executable
     if not py.startswith("/") or any(c.isspace() or c in "\\\"'$%;" for c in py):
         raise ValueError(f"interpreter path {py!r} cannot go into ExecStart= unquoted")
-    entries = [
+    entries = [Entry(f"{UNIT_DIR}/{unit}.d/{DROPIN_NAME}", gate_dropin(cfg.strict))
+               for unit in cfg.gate_units]
+    entries += [
         Entry(CONFIG_PATH, cfg.to_json()),
         Entry(PROTOS_PATH, protos_file()),
         Entry(f"{UNIT_DIR}/{STATIC_UNIT}", static_unit(py)),
@@ -204,8 +211,6 @@ def plan(cfg: HostRouting, python: Optional[str] = None) -> List[Entry]:
     if cfg.guard:
         entries.append(Entry(f"{UNIT_DIR}/{GUARD_UNIT}", guard_unit(py)))
         units.append(GUARD_UNIT)
-    for unit in cfg.gate_units:
-        entries.append(Entry(f"{UNIT_DIR}/{unit}.d/{DROPIN_NAME}", gate_dropin(cfg.strict)))
     for unit in units:
         entries.append(Entry(f"{UNIT_DIR}/multi-user.target.wants/{unit}",
                              link_to=f"{UNIT_DIR}/{unit}"))

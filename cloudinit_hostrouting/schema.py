@@ -21,10 +21,15 @@ import re
 from typing import Any, Dict, Iterator, List, NamedTuple
 
 # Generous but bounded: 10,000 routes must work; a million is a mistake (or an
-# attack on a boot-critical unit) and gets a clear error instead.
-MAX_ROUTES = 65536
-MAX_EXPECTED_CIDRS = 65536
+# attack on a boot-critical unit) and gets a clear error instead.  The largest
+# config allowed, as the JSON the module writes, must stay well below
+# loader.MAX_FILE_BYTES, or the units would refuse what the module accepted
+# (tests/test_config.py checks it).
+MAX_ROUTES = 16384
+MAX_EXPECTED_CIDRS = 4096
 MAX_GATE_UNITS = 64
+# The longest address or CIDR text accepted (an IPv6 CIDR is at most 43).
+MAX_ADDRESS_TEXT = 64
 
 IFNAME_PATTERN = r"^[A-Za-z0-9_.-]{1,15}$"
 # systemd unit names: [A-Za-z0-9:_.\-] plus one '@' (template or instance),
@@ -41,6 +46,16 @@ _CIDR_DESC = (
     "e.g. 10.0.5.0/24 or fd00:5::/64."
 )
 
+GATE_UNIT_SCHEMA: Dict[str, Any] = {
+    "type": "string",
+    "maxLength": 255,
+    "pattern": UNIT_NAME_PATTERN,
+    "description": (
+        "A unit that must wait for the checks. Fix: a systemd unit name such as "
+        "systemd-nspawn@.service or kubelet.service."
+    ),
+}
+
 ROUTE_SCHEMA: Dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
@@ -49,16 +64,22 @@ ROUTE_SCHEMA: Dict[str, Any] = {
     "properties": {
         "destination": {
             "type": "string",
-            "maxLength": 64,
-            "description": "Destination of the route. " + _CIDR_DESC,
+            "maxLength": MAX_ADDRESS_TEXT,
+            "description": (
+                "Destination of the route. Refused: any /0 (the default route), 0.0.0.0/8, "
+                "loopback, multicast, 255.255.255.255, ::, ::ffff:0:0/96, zone ids, and "
+                "link-local without dev; 240.0.0.0/4 is allowed. " + _CIDR_DESC),
         },
         "gateway": {
             "type": "string",
-            "maxLength": 64,
+            "maxLength": MAX_ADDRESS_TEXT,
             "description": (
-                "Next hop, of the destination's family; a link-local IPv6 gateway needs "
-                "dev. Defaults to the default gateway on dev, found at boot. Fix: give an "
-                "address such as 172.16.1.2 or fe80::1, or leave gateway out."
+                "Next hop, of the destination's family; a link-local gateway needs dev. "
+                "Defaults to the default gateway on dev, found at boot. Refused: 0.0.0.0 "
+                "and :: (no on-link routes), 0.0.0.0/8, loopback, multicast, "
+                "255.255.255.255, IPv4-mapped IPv6, zone ids, an address inside the "
+                "destination. Fix: give an address such as 172.16.1.2 or fe80::1, or leave "
+                "gateway out."
             ),
         },
         "dev": {
@@ -108,8 +129,9 @@ HOST_ROUTING_SCHEMA: Dict[str, Any] = {
                     "maxItems": MAX_ROUTES,
                     "items": ROUTE_SCHEMA,
                     "description": (
-                        f"Routes, installed with replace semantics. Fix: a list of at "
-                        f"most {MAX_ROUTES} mappings with destination, gateway, dev, metric."
+                        "Routes to install; a route we did not install is never replaced. "
+                        f"Fix: a list of at most {MAX_ROUTES} mappings with destination, "
+                        "gateway, dev, metric."
                     ),
                 },
             },
@@ -133,13 +155,16 @@ HOST_ROUTING_SCHEMA: Dict[str, Any] = {
                     "uniqueItems": True,
                     "items": {
                         "type": "string",
-                        "maxLength": 64,
+                        "maxLength": MAX_ADDRESS_TEXT,
                         "description": "A CIDR that must route via the default interface. "
                         + _CIDR_DESC,
                     },
                     "description": (
-                        f"CIDRs that must route via the default interface. Fix: a list "
-                        f"of at most {MAX_EXPECTED_CIDRS} distinct CIDRs."
+                        "CIDRs that must route via the default interface. Refused, as they "
+                        "could never pass: /0, zone ids, and ranges overlapping loopback, "
+                        "multicast, 0.0.0.0/8, 255.255.255.255, ::ffff:0:0/96 or fe80::/10 "
+                        "(169.254.169.254, Azure IMDS, is allowed). Fix: a list of at most "
+                        f"{MAX_EXPECTED_CIDRS} distinct CIDRs."
                     ),
                 },
             },
@@ -148,18 +173,16 @@ HOST_ROUTING_SCHEMA: Dict[str, Any] = {
             "type": "array",
             "maxItems": MAX_GATE_UNITS,
             "uniqueItems": True,
-            "items": {
-                "type": "string",
-                "maxLength": 255,
-                "pattern": UNIT_NAME_PATTERN,
-                "description": (
-                    "A unit that must wait for the checks. Fix: a systemd unit name "
-                    "such as systemd-nspawn@.service or kubelet.service."
-                ),
-            },
+            "items": GATE_UNIT_SCHEMA,
             "description": (
                 "Units that start only after both checks (default: "
-                "[systemd-nspawn@.service]). Fix: a list of systemd unit names."
+                "[systemd-nspawn@.service]). Only .service and .target units; refused "
+                "because they would make an ordering cycle with our units or lock you "
+                "out when STRICT fails: systemd's boot, shutdown and rescue targets, "
+                "systemd's own services (systemd-nspawn@ excepted), cloud-init's units, "
+                "network managers, ssh, gettys, D-Bus, the Azure agent and our own "
+                "hostrouting-* units. Fix: a list of systemd unit names of the workloads "
+                "that need the routes."
             ),
         },
         "guard": {
@@ -223,12 +246,87 @@ class Problem(NamedTuple):
     fix: str
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.message} (got {_show(self.value)}). {self.fix}"
+        return f"{self.path}: {self.message} (got {show(self.value)}). {self.fix}"
 
 
-def _show(value: Any) -> str:
-    text = repr(value)
+# An error names at most this many problems, then how many more there are: a
+# 70,000-route mistake must not become a 10 MB journal entry.
+MAX_SHOWN_PROBLEMS = 20
+
+
+class ConfigError(ValueError):
+    """Invalid ``host_routing``; ``problems`` lists each one with path and fix.
+
+    ``lines()`` is the capped text a user sees; it is also what a failed-closed
+    STRICT config stores, so the units repeat it word for word at every boot.
+    """
+
+    def __init__(self, problems: List[Problem], title: str = "invalid host_routing"):
+        self.problems = problems
+        self.title = title
+        super().__init__("\n".join(self.lines()))
+
+    def lines(self) -> List[str]:
+        """A heading with the count, the first problems, and how many were left out."""
+        shown = [f"  - {p}" for p in self.problems[:MAX_SHOWN_PROBLEMS]]
+        more = len(self.problems) - len(shown)
+        if more > 0:
+            shown.append(f"  - and {more} more problem(s)")
+        return [f"{self.title} ({len(self.problems)} problem(s)):", *shown]
+
+
+def show(value: Any) -> str:
+    """A short, total rendering of any input value for an error message.
+
+    Total means it never raises and never does unbounded work: the value may
+    be a recursive structure, nested 20,000 deep, a 5,000-digit integer (whose
+    ``repr`` raises on Python 3.11+) or a megabyte string.
+    """
+    text = _brief(value, 3)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _brief(value: Any, depth: int) -> str:
+    if isinstance(value, str):
+        return repr(value[:81]) if len(value) > 81 else repr(value)
+    if isinstance(value, bytes):
+        return repr(value[:40])
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return repr(value)
+    if isinstance(value, int):
+        return repr(value) if value.bit_length() <= 200 else f"<{value.bit_length()}-bit integer>"
+    if isinstance(value, dict):
+        if not value or depth == 0:
+            return "{...}" if value else "{}"
+        parts = [f"{_brief(k, 0)}: {_brief(v, depth - 1)}" for k, v in _first(value.items(), 4)]
+        return "{" + ", ".join(parts + ["..."] * (len(value) > 4)) + "}"
+    if isinstance(value, (list, tuple, set, frozenset)):
+        if not value or depth == 0:
+            return "[...]" if value else "[]"
+        parts = [_brief(item, depth - 1) for item in _first(value, 4)]
+        return "[" + ", ".join(parts + ["..."] * (len(value) > 4)) + "]"
+    try:
+        return repr(value)[:81]  # dates and times: their repr is short and safe
+    except Exception:  # any object: an error message must not fail
+        return f"<{type(value).__name__}>"
+
+
+def _first(items: Any, n: int) -> List[Any]:
+    out: List[Any] = []
+    for item in items:
+        if len(out) == n:
+            break
+        out.append(item)
+    return out
+
+
+def key_path(path: str, key: Any) -> str:
+    """``path.key`` for any mapping key; non-string keys (YAML 1, 2024-01-01) too."""
+    if isinstance(key, str):
+        return f"{path}.{key[:64]}..." if len(key) > 64 else f"{path}.{key}"
+    if type(key).__name__ in ("date", "datetime"):  # YAML 2024-01-01; no import needed
+        return f"{path}.{key.isoformat()}"
+    return f"{path}.{_brief(key, 0)}"
 
 
 def fix_of(node: Dict[str, Any]) -> str:
@@ -271,11 +369,11 @@ def _walk(value: Any, node: Dict[str, Any], path: str) -> Iterator[Problem]:
             if key not in value:
                 yield Problem(path, value, f"missing required key '{key}'", fix_of(props[key]))
         for key, sub in value.items():
-            if key in props:
+            if isinstance(key, str) and key in props:
                 yield from _walk(sub, props[key], f"{path}.{key}")
             elif node.get("additionalProperties") is False:
                 known = ", ".join(sorted(props))
-                yield Problem(f"{path}.{key}", key, "unknown key",
+                yield Problem(key_path(path, key), key, "unknown key",
                               f"Fix: check the spelling; known keys here: {known}.")
     elif want == "array":
         limit = node.get("maxItems")

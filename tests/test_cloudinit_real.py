@@ -486,7 +486,8 @@ def test_invalid_strict_config_fails_closed(new_sandbox: Callable[[], Sandbox]) 
     """Invalid ``host_routing`` that asks for STRICT: the module fails closed.
 
     Proves the units and a Requires= drop-in for every valid gate unit are
-    written and queued, the config file holds the raw input, status is error,
+    written and queued, the config file holds the error (never the raw input,
+    which may not even be serialisable), status is error,
     and what the units run (ExecStart) fails with the same path-named message,
     so gated units never start until the user-data is fixed.
     """
@@ -509,8 +510,8 @@ def test_invalid_strict_config_fails_closed(new_sandbox: Callable[[], Sandbox]) 
         text = b.text(dropin)
         assert f"Requires={STATIC} {CHECK}\n" in text
         assert f"After={STATIC} {CHECK}\n" in text
-    raw = yaml.safe_load(INVALID_STRICT)["host_routing"]
-    assert json.loads(b.text(CONFIG)) == {"host_routing": raw}
+    stored = json.loads(b.text(CONFIG))["host_routing_failed_closed"]["error"]
+    assert any(ERROR_PATH in line and "not-an-ip" in line for line in stored), stored
     assert b.calls == EXPECTED_CALLS
 
     assert b.status_line("status") == "error"

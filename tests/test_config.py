@@ -26,8 +26,14 @@ from cli_support import (
     loaded_cloudinit_version,
 )
 
-from cloudinit_hostrouting.config import ConfigError, parse
-from cloudinit_hostrouting.schema import Problem
+from cloudinit_hostrouting.config import ConfigError, load_file, parse
+from cloudinit_hostrouting.loader import MAX_FILE_BYTES
+from cloudinit_hostrouting.schema import (
+    MAX_EXPECTED_CIDRS,
+    MAX_GATE_UNITS,
+    MAX_ROUTES,
+    Problem,
+)
 
 HR = "host_routing"
 SR = "host_routing.static_routes"
@@ -161,6 +167,94 @@ BAD = [
      f"{HR}.gate_units[1]", "hostrouting-route-overlap.service"),
     ("gate-duplicate", {"gate_units": ["kubelet.service", "kubelet.service"]},
      f"{HR}.gate_units[1]", "kubelet.service"),
+    ("gate-own-guard", {"gate_units": ["hostrouting-guard.service"]},
+     f"{HR}.gate_units[0]", "hostrouting-guard.service"),
+    ("gate-sysinit", {"gate_units": ["sysinit.target"]}, f"{HR}.gate_units[0]",
+     "sysinit.target"),
+    ("gate-network-online", {"gate_units": ["kubelet.service", "network-online.target"]},
+     f"{HR}.gate_units[1]", "network-online.target"),
+    ("gate-networkd", {"gate_units": ["systemd-networkd.service"]}, f"{HR}.gate_units[0]",
+     "systemd-networkd.service"),
+    ("gate-cloud-init", {"gate_units": ["cloud-init.service"]}, f"{HR}.gate_units[0]",
+     "cloud-init.service"),
+    ("gate-cloud-final", {"gate_units": ["cloud-final.service"]}, f"{HR}.gate_units[0]",
+     "cloud-final.service"),
+    ("gate-socket", {"gate_units": ["docker.socket"]}, f"{HR}.gate_units[0]", "docker.socket"),
+    ("gate-mount", {"gate_units": ["var-lib-data.mount"]}, f"{HR}.gate_units[0]",
+     "var-lib-data.mount"),
+    ("gate-ssh", {"gate_units": ["ssh.service"]}, f"{HR}.gate_units[0]", "ssh.service"),
+    ("gate-getty-instance", {"gate_units": ["serial-getty@ttyS0.service"]},
+     f"{HR}.gate_units[0]", "serial-getty@ttyS0.service"),
+    ("gate-waagent", {"gate_units": ["walinuxagent.service"]}, f"{HR}.gate_units[0]",
+     "walinuxagent.service"),
+    ("gate-shutdown", {"gate_units": ["shutdown.target"]}, f"{HR}.gate_units[0]",
+     "shutdown.target"),
+    # Destinations that make no sense for this tool (issue 10).
+    ("dest-default-v4", route_with(destination="0.0.0.0/0"),
+     f"{SR}.routes[2].destination", "0.0.0.0/0"),
+    ("dest-default-v6", route_with(destination="::/0"), f"{SR}.routes[2].destination", "::/0"),
+    ("dest-default-masked", route_with(destination="10.0.0.0/0"),
+     f"{SR}.routes[2].destination", "10.0.0.0/0"),
+    ("dest-this-network", route_with(destination="0.0.0.0/8"),
+     f"{SR}.routes[2].destination", "0.0.0.0/8"),
+    ("dest-loopback", route_with(destination="127.0.0.0/8"),
+     f"{SR}.routes[2].destination", "127.0.0.0/8"),
+    ("dest-loopback-part", route_with(destination="127.5.0.0/16"),
+     f"{SR}.routes[2].destination", "127.5.0.0/16"),
+    ("dest-loopback-v6", route_with(destination="::1/128"),
+     f"{SR}.routes[2].destination", "::1/128"),
+    ("dest-multicast", route_with(destination="239.1.0.0/16"),
+     f"{SR}.routes[2].destination", "239.1.0.0/16"),
+    ("dest-multicast-v6", route_with(destination="ff02::/16"),
+     f"{SR}.routes[2].destination", "ff02::/16"),
+    ("dest-broadcast", route_with(destination="255.255.255.255/32"),
+     f"{SR}.routes[2].destination", "255.255.255.255/32"),
+    ("dest-v4-mapped", route_with(destination="::ffff:0:0/96"),
+     f"{SR}.routes[2].destination", "::ffff:0:0/96"),
+    ("dest-unspecified-v6", route_with(destination="::/128"),
+     f"{SR}.routes[2].destination", "::/128"),
+    ("dest-link-local-no-dev", route_with(destination="169.254.169.254/32"),
+     f"{SR}.routes[2].destination", "169.254.169.254/32"),
+    ("dest-link-local-v6-no-dev", route_with(destination="fe80::/64"),
+     f"{SR}.routes[2].destination", "fe80::/64"),
+    ("dest-zone-id", route_with(destination="fe80::%eth0/64", dev="eth0"),
+     f"{SR}.routes[2].destination", "fe80::%eth0/64"),
+    # Gateways that are never a next hop.
+    ("gateway-unspecified", route_with(gateway="0.0.0.0"), f"{SR}.routes[2].gateway", "0.0.0.0"),
+    ("gateway-unspecified-v6", route_with(destination="fd00:5::/64", gateway="::"),
+     f"{SR}.routes[2].gateway", "::"),
+    ("gateway-this-network", route_with(gateway="0.1.2.3"), f"{SR}.routes[2].gateway",
+     "0.1.2.3"),
+    ("gateway-loopback", route_with(gateway="127.0.0.1"), f"{SR}.routes[2].gateway",
+     "127.0.0.1"),
+    ("gateway-loopback-v6", route_with(destination="fd00:5::/64", gateway="::1"),
+     f"{SR}.routes[2].gateway", "::1"),
+    ("gateway-multicast", route_with(gateway="224.0.0.1"), f"{SR}.routes[2].gateway",
+     "224.0.0.1"),
+    ("gateway-multicast-v6", route_with(destination="fd00:5::/64", gateway="ff02::1",
+                                        dev="eth0"),
+     f"{SR}.routes[2].gateway", "ff02::1"),
+    ("gateway-broadcast", route_with(gateway="255.255.255.255"), f"{SR}.routes[2].gateway",
+     "255.255.255.255"),
+    ("gateway-v4-mapped", route_with(destination="fd00:5::/64", gateway="::ffff:10.1.0.1"),
+     f"{SR}.routes[2].gateway", "::ffff:10.1.0.1"),
+    ("gateway-in-destination", route_with(gateway="10.0.3.1"), f"{SR}.routes[2].gateway",
+     "10.0.3.1"),
+    ("gateway-link-local-v4-no-dev", route_with(gateway="169.254.0.1"),
+     f"{SR}.routes[2].gateway", "169.254.0.1"),
+    # Expected CIDRs that can never pass.
+    ("expected-zone-id", {"route_overlap": {"expected_cidrs": ["fd00::%eth0/64"]}},
+     f"{RO}.expected_cidrs[0]", "fd00::%eth0/64"),
+    ("expected-everything", {"route_overlap": {"expected_cidrs": ["10.0.5.0/24", "0.0.0.0/0"]}},
+     f"{RO}.expected_cidrs[1]", "0.0.0.0/0"),
+    ("expected-everything-v6", {"route_overlap": {"expected_cidrs": ["::/0"]}},
+     f"{RO}.expected_cidrs[0]", "::/0"),
+    ("expected-has-loopback", {"route_overlap": {"expected_cidrs": ["96.0.0.0/3"]}},
+     f"{RO}.expected_cidrs[0]", "96.0.0.0/3"),
+    ("expected-multicast", {"route_overlap": {"expected_cidrs": ["224.0.0.0/24"]}},
+     f"{RO}.expected_cidrs[0]", "224.0.0.0/24"),
+    ("expected-link-local-v6", {"route_overlap": {"expected_cidrs": ["fe80::/64"]}},
+     f"{RO}.expected_cidrs[0]", "fe80::/64"),
 ]
 BAD_IDS = [case[0] for case in BAD]
 
@@ -312,11 +406,38 @@ def test_strict_with_trailing_newline_never_becomes_warn() -> None:
 
 
 @pytest.mark.parametrize("unit", ["kubelet.service", "systemd-nspawn@.service",
-                                  "foo@bar.service", "containerd.service",
-                                  "machines.target", "docker.socket"])
+                                  "systemd-nspawn@kube1.service", "foo@bar.service",
+                                  "containerd.service", "docker.service",
+                                  "machines.target", "multi-user.target", "remote-fs.target",
+                                  "sshguard-not-ssh.target", "app.target"])
 def test_valid_gate_units_are_accepted(unit: str) -> None:
-    """Templates, instances and non-service units are all legitimate things to gate."""
+    """Templates, instances and workload targets are all legitimate things to gate."""
     assert parse({"gate_units": [unit]}).gate_units == (unit,)
+
+
+@pytest.mark.parametrize(("raw", "kept"), [
+    (routes({"destination": "240.0.0.0/4"}), "240.0.0.0/4"),
+    (routes({"destination": "100.64.0.0/10", "gateway": "10.1.0.1"}), "100.64.0.0/10"),
+    (routes({"destination": "169.254.169.254/32", "dev": "eth0"}), "169.254.169.254/32"),
+    (routes({"destination": "fe80::/64", "dev": "eth0"}), "fe80::/64"),
+    (routes({"destination": "10.0.5.0/24", "gateway": "169.254.0.1", "dev": "eth0"}),
+     "10.0.5.0/24"),
+    (routes({"destination": "10.0.5.0/25", "gateway": "10.0.5.129"}), "10.0.5.0/25"),
+    (routes({"destination": "1.0.0.0/8"}), "1.0.0.0/8"),
+    (routes({"destination": "2000::/3"}), "2000::/3"),
+])
+def test_ordinary_ranges_next_to_the_refused_ones_are_accepted(raw: Any, kept: str) -> None:
+    """Negative controls for the refusals: reserved 240/4 (pod CIDRs use it), shared
+    space, link-local with dev, a gateway just outside the destination."""
+    assert [str(r.destination) for r in parse(raw).routes] == [kept]
+
+
+@pytest.mark.parametrize("cidr", ["169.254.169.254/32", "10.0.0.0/8", "128.0.0.0/2",
+                                  "fd00::/8", "2000::/3"])
+def test_expected_cidrs_that_can_pass_are_accepted(cidr: str) -> None:
+    """IMDS routes via the default gateway and is worth checking; wide unicast too."""
+    assert [str(c) for c in parse({"route_overlap": {"expected_cidrs": [cidr]}})
+            .expected_cidrs] == [cidr]
 
 
 def test_gate_units_default_to_nspawn() -> None:
@@ -370,11 +491,12 @@ def test_ten_thousand_routes_are_accepted(tmp_path: Any) -> None:
 
 
 def test_absurd_route_count_is_rejected_with_a_limit_message(tmp_path: Any) -> None:
-    """65,537 routes is a mistake (or an attack on a boot-critical unit): say the limit."""
-    raw = _many_routes(65_537)
+    """One route over the limit is a mistake (or an attack on a boot-critical unit)."""
+    assert MAX_ROUTES == 16384
+    raw = _many_routes(MAX_ROUTES + 1)
     problem = the_problem(raw, f"{SR}.routes")
-    assert "limit" in problem.message and "65536" in problem.message
-    assert "65537" in str(problem)
+    assert "limit" in problem.message and str(MAX_ROUTES) in problem.message
+    assert str(MAX_ROUTES + 1) in str(problem)
     config = tmp_path / "huge.json"
     config.write_text(json.dumps({"host_routing": raw}), encoding="utf-8")
     root = tmp_path / "root"
@@ -384,6 +506,33 @@ def test_absurd_route_count_is_rejected_with_a_limit_message(tmp_path: Any) -> N
     assert f"{SR}.routes" in proc.stderr and "limit" in proc.stderr
     assert len(proc.stderr) < 2000, "a size error must not echo the whole list"
     assert list(root.iterdir()) == []
+
+
+def test_exactly_the_route_limit_is_accepted() -> None:
+    """The limit itself is allowed: the negative control for the test above."""
+    assert len(parse(_many_routes(MAX_ROUTES)).routes) == MAX_ROUTES
+
+
+def test_largest_allowed_config_fits_the_units_file_limit(tmp_path: Any) -> None:
+    """Every list at its limit, every string at its longest: the JSON the module
+    writes must load in the units, or they would refuse what the module accepted.
+    """
+    longest = "fd00:ffff:ffff:ffff:ffff:ffff:ffff:{:04x}/128"
+    raw = {
+        **routes(*({"destination": longest.format(i),
+                    "gateway": "fe80:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+                    "dev": "abcdefghijklmno", "metric": 4294967295}
+                   for i in range(MAX_ROUTES))),
+        "route_overlap": {"mode": "STRICT",
+                          "expected_cidrs": [longest.format(i)
+                                             for i in range(MAX_EXPECTED_CIDRS)]},
+        "gate_units": [f"{'u' * 240}{i:02d}@x.service" for i in range(MAX_GATE_UNITS)],
+    }
+    text = parse(raw).to_json()
+    assert len(text.encode()) < MAX_FILE_BYTES / 1.5, "leave headroom for YAML by hand"
+    config = tmp_path / "host-routing.json"
+    config.write_text(text, encoding="utf-8")
+    assert len(load_file(str(config)).routes) == MAX_ROUTES
 
 
 def test_absurd_gate_unit_count_is_rejected_with_a_limit_message() -> None:
@@ -564,3 +713,45 @@ def test_cli_subprocess_runs_the_package_under_test() -> None:
         env=cloudinit_env("22.4"), cwd=REPO, stdout=subprocess.PIPE, text=True, check=True)
     assert os.path.realpath(proc.stdout.strip()) == os.path.realpath(
         cloudinit_hostrouting.__file__)
+
+
+@pytest.mark.parametrize("version", CLOUDINIT_VERSIONS)
+@pytest.mark.parametrize(("text", "ours"), [
+    ("1: x\nhost_routing: {gate_units: [kubelet.service]}\n", None),
+    ("2024-01-01: x\nhost_routing: {}\n", None),
+    ("write_files: [{path: /x, content: !!binary aGVsbG8=}]\nhost_routing: {}\n", None),
+    ("hostname: !!binary aGVsbG8=\nhost_routing:\n  gate_units: [!!binary aGVsbG8=]\n",
+     "host_routing.gate_units[0]: must be of type string, not bytes"),
+    ("host_routing:\n  2024-01-01: x\n  1: y\n", "host_routing.2024-01-01: unknown key"),
+])
+def test_validate_copes_with_odd_keys_and_binary_values(tmp_path: Any, version: str, text: str,
+                                                        ours: Any) -> None:
+    """Int and date keys and !!binary values, ours or cloud-init's: a verdict, never a
+    traceback (cloud-init's validator raised TypeError on a !!binary gate unit)."""
+    path = tmp_path / "user-data.yaml"
+    path.write_text("#cloud-config\n" + text, encoding="utf-8")
+    proc = cli("validate", str(path), env=cloudinit_env(version))
+    assert "Traceback" not in proc.stdout + proc.stderr and proc.stderr == ""
+    assert proc.returncode in (0, 1), proc.stdout
+    if ours:
+        assert proc.returncode == 1 and ours in proc.stdout, proc.stdout
+    assert not any(line.startswith(f"{path}: error: :") for line in proc.stdout.splitlines())
+
+
+def test_the_units_json_path_imports_neither_yaml_nor_dataclasses(tmp_path: Any) -> None:
+    """What the units do first, loading the module's JSON, stays lean (issue 11)."""
+    config = tmp_path / "host-routing.json"
+    config.write_text(parse(routes(GOOD_ROUTE)).to_json(), encoding="utf-8")
+    code = ("import sys; from cloudinit_hostrouting.config import load_file; "
+            f"load_file({str(config)!r}); "
+            "print(sorted(m for m in ('yaml', 'dataclasses', 'inspect') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], env=cloudinit_env("22.4"), cwd=REPO,
+                          capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]", proc.stdout
+    # Negative control: a YAML file does import yaml, so the probe can see it.
+    yaml_config = tmp_path / "c.yaml"
+    yaml_config.write_text("host_routing: {}\n", encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-c", code.replace(str(config), str(yaml_config))],
+                          env=cloudinit_env("22.4"), cwd=REPO, capture_output=True, text=True,
+                          check=True)
+    assert "yaml" in proc.stdout
