@@ -31,6 +31,7 @@ from typing import Any, Callable, List, Optional, Sequence
 
 from cloudinit.settings import PER_INSTANCE
 
+from .atomic import write_atomic
 from .config import (
     DEFAULT_GATE_UNITS,
     STRICT,
@@ -41,9 +42,10 @@ from .config import (
     gate_unit_problem,
     parse,
 )
-from .constants import CHECK_UNIT, CONFIG_PATH, DROPIN_NAME, RUN_DIR, STATIC_UNIT, UNIT_DIR
-from .effects import apply_plan, run, under, write_atomic
+from .constants import CONFIG_PATH, DROPIN_NAME, RUN_DIR, UNIT_DIR
+from .effects import apply_plan, run
 from .render import Entry, gate_dropin, plan
+from .rootfs import check_root, resolve
 from .schema import MAX_GATE_UNITS
 
 LOG = logging.getLogger(__name__)
@@ -114,9 +116,9 @@ def configure(cfg: Any, root: str, systemctl: Systemctl = run_systemctl,
         if host.strict:
             _fail_closed(host.gate_units, _error(str(err)), root, systemctl)
         raise
-    _install(entries, root, systemctl, strict=host.strict)
+    _install(entries, root, systemctl, host.gate_units if host.strict else ())
     if host.azure_suggest:
-        _azure_suggest(raw, under(root, RUN_DIR), imds_url, imds_deadline)
+        _azure_suggest(raw, _inside(root, RUN_DIR), imds_url, imds_deadline)
     return host
 
 
@@ -125,7 +127,7 @@ def _fail_closed(gate_units: Sequence[str], err: ConfigError, root: str,
     """Install the failed-closed plan; an I/O error here is logged, not raised,
     so the caller raises the config error, which is what the user must fix."""
     try:
-        _install(fail_closed_plan(gate_units, err), root, systemctl, strict=True)
+        _install(fail_closed_plan(gate_units, err), root, systemctl, gate_units)
     except Exception as again:
         LOG.error("host_routing: failing closed was incomplete: %s", again)
 
@@ -208,18 +210,20 @@ def fail_closed_plan(gate_units: Sequence[str], err: ConfigError) -> List[Entry]
     return [config if e.path == CONFIG_PATH else e for e in entries]
 
 
-def _install(entries: List[Entry], root: str, systemctl: Systemctl, strict: bool) -> None:
+def _install(entries: List[Entry], root: str, systemctl: Systemctl,
+             strict_gates: Sequence[str]) -> None:
     """Write the plan under ``root`` and, if anything changed, queue the units.
 
-    In STRICT, a failure part-way (disk full, read-only /etc) is answered by
-    writing the failed-closed config and still reloading and queueing what
-    exists, so this boot's gated jobs see our drop-ins; then it re-raises.
+    ``apply_plan`` writes all or nothing.  When it writes nothing for a STRICT
+    plan (a read-only or full /etc, a file where a directory must go), the
+    gated units ``strict_gates`` are still blocked for this boot by
+    ``_block_this_boot`` before the error is raised.
     """
     try:
         changed = apply_plan(root, entries)
     except Exception as err:
-        if strict:
-            _salvage(root, systemctl, err)
+        if strict_gates:
+            _block_this_boot(root, strict_gates, systemctl, err)
         raise
     if not changed:
         LOG.info("host_routing: units already up to date")
@@ -231,20 +235,41 @@ def _install(entries: List[Entry], root: str, systemctl: Systemctl, strict: bool
         systemctl(["start", "--no-block", *enabled])
 
 
-def _salvage(root: str, systemctl: Systemctl, err: Exception) -> None:
-    """Best effort after a failed STRICT install; every step may fail too."""
-    LOG.error("host_routing: installing failed (%s): failing closed", err)
-    steps: List[Callable[[], Any]] = [
-        lambda: write_atomic(under(root, CONFIG_PATH), failed_closed_json(
-            _error(f"could not be installed at first boot ({err})"))),
-        lambda: systemctl(["daemon-reload"]),
-        lambda: systemctl(["start", "--no-block", STATIC_UNIT, CHECK_UNIT]),
-    ]
-    for step in steps:
-        try:
-            step()
-        except Exception as again:  # keep going: each step closes more of the gap
-            LOG.error("host_routing: while failing closed: %s", again)
+# The runtime drop-in of _block_this_boot asserts a path that only an administrator creates.
+RELEASE_PATH = f"{RUN_DIR}/release-unverified-gates"
+RUNTIME_UNIT_DIR = "/run/systemd/system"
+
+
+def _block_this_boot(root: str, gates: Sequence[str], systemctl: Systemctl,
+                     err: BaseException) -> None:
+    """STRICT, but our units could not be written: keep the gated units from starting.
+
+    A runtime drop-in (``/run/systemd/system``, a tmpfs that is writable when
+    ``/etc`` is not) gives each gated unit an ``AssertPathExists=`` that fails,
+    so its start job, queued or not, fails after the reload.  It lasts until
+    reboot, and the module is not run again on this instance: the error in
+    cloud-init's status says why and how to recover.  Every step may fail
+    too; the caller raises ``err`` whatever happens here.
+    """
+    why = " ".join(str(err).split())[:200]
+    text = (f"# Written by cloudinit-hostrouting: STRICT, but its units could not be written\n"
+            f"# under /etc ({why}).\n"
+            f"# Until reboot this unit does not start; create {RELEASE_PATH} to let it.\n"
+            f"[Unit]\nAssertPathExists={RELEASE_PATH}\n")
+    try:
+        for unit in gates:
+            write_atomic(_inside(root, f"{RUNTIME_UNIT_DIR}/{unit}.d/{DROPIN_NAME}"), text)
+        systemctl(["daemon-reload"])
+    except Exception as failure:  # nothing more can be done
+        LOG.error("host_routing: could not block the gated units either: %s", failure)
+        return
+    LOG.error("host_routing: STRICT, and the units could not be written (%s): %s stay "
+              "blocked until reboot (or until %s exists)", err, ", ".join(gates), RELEASE_PATH)
+
+
+def _inside(root: str, path: str) -> str:
+    """``path`` inside the image root, its symlinks followed as in a chroot (rootfs)."""
+    return resolve(check_root(root), path)
 
 
 def _azure_suggest(raw: Any, run_dir: str, imds_url: Optional[str],

@@ -32,7 +32,7 @@ CONFIGS = [
     {"route_overlap": {"mode": "STRICT", "expected_cidrs": ["10.0.5.0/24"]},
      "guard": {"enabled": True, "auto_mitigate": True},
      "gate_units": ["systemd-nspawn@.service", "kubelet.service", "containerd.service",
-                    "systemd-nspawn@kube1.service", "my_app-1.socket"]},
+                    "systemd-nspawn@kube1.service", "my_app-1.service", "custom-stage.target"]},
     {"gate_units": []},
 ]
 

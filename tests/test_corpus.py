@@ -123,7 +123,8 @@ def _run(command: str, path: Path, tmp_path: Path) -> Tuple[int, str, str, Path]
     return proc.returncode, proc.stdout, proc.stderr, out
 
 
-def _assert_refused(path: Path, rc: int, stdout: str, stderr: str, out: Path) -> None:
+def _assert_refused(path: Path, rc: int, stdout: str, stderr: str, out: Path,
+                    command: str = "render") -> None:
     assert rc == 2, stdout + stderr
     assert "Traceback" not in stderr
     assert stderr.startswith(f"error: {path}: "), stderr[:300]
@@ -131,7 +132,15 @@ def _assert_refused(path: Path, rc: int, stdout: str, stderr: str, out: Path) ->
     assert len(stderr) < 6000 and stderr.count("\n") <= 23, "the error must be bounded"
     if any(marker in stderr.splitlines()[0] for marker in FILE_LEVEL):
         assert stderr.count("\n") <= 3, stderr
-    assert not out.exists() or list(out.iterdir()) == [], "nothing may be written"
+    written = sorted(p.name for p in out.iterdir()) if out.exists() else []
+    if command == "check-overlap":
+        # check-overlap records that it could not decide, and nothing else (issue 10 §4).
+        assert written == ["route-overlap.unknown", "status.json"], written
+        status = json.loads((out / "status.json").read_text())
+        assert (status["state"], status["ok"]) == ("unknown", False)
+        assert status["reason"].splitlines()[0] in stderr
+    else:
+        assert written == [], "nothing may be written"
 
 
 @pytest.mark.parametrize("command", UNIT_COMMANDS)
@@ -139,7 +148,7 @@ def _assert_refused(path: Path, rc: int, stdout: str, stderr: str, out: Path) ->
 def test_unit_commands_refuse_the_corpus(tmp_path: Path, command: str, name: str) -> None:
     path = CORPUS / name
     rc, stdout, stderr, out = _run(command, path, tmp_path)
-    _assert_refused(path, rc, stdout, stderr, out)
+    _assert_refused(path, rc, stdout, stderr, out, command)
     assert EXPECT[name][0] in stderr, stderr
 
 
@@ -149,7 +158,7 @@ def test_wrong_types_are_named_at_every_path(tmp_path: Path, command: str, name:
     """Every leaf (or container) path of the schema set to one wrong type, in one file."""
     path = CORPUS / name
     rc, stdout, stderr, out = _run(command, path, tmp_path)
-    _assert_refused(path, rc, stdout, stderr, out)
+    _assert_refused(path, rc, stdout, stderr, out, command)
     data = yaml.safe_load(path.read_text(encoding="utf-8"))["host_routing"]
     if WRONG_TYPES[name] == "leaves":
         kind = name.rsplit("-", 1)[1][:-len(".yaml")]
@@ -229,7 +238,7 @@ def test_oversize_input_is_refused_with_a_bounded_message(tmp_path: Path, name: 
 @pytest.mark.parametrize("command", UNIT_COMMANDS)
 def test_dev_zero_is_refused_after_a_bounded_read(tmp_path: Path, command: str) -> None:
     rc, stdout, stderr, out = _run(command, Path("/dev/zero"), tmp_path)
-    _assert_refused(Path("/dev/zero"), rc, stdout, stderr, out)
+    _assert_refused(Path("/dev/zero"), rc, stdout, stderr, out, command)
     assert "larger than 8 MiB" in stderr
 
 

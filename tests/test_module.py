@@ -9,7 +9,9 @@ reaction matters, the real command runs on the written config as a subprocess.
 from __future__ import annotations
 
 import datetime
+import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Dict, List
@@ -105,8 +107,8 @@ def test_invalid_strict_fails_closed_whatever_the_input(tmp_path: Path, raw: Any
 
 def test_the_units_fail_every_boot_with_the_stored_message(tmp_path: Path) -> None:
     """What ExecStart runs, on the failed-closed config: exit 2, the same message, no
-    traceback, no marker (check-overlap) and no netlink work (a namespace that does not
-    exist would fail differently)."""
+    traceback, no verdict but "unknown" with that message (check-overlap) and no netlink
+    work (a namespace that does not exist would fail differently)."""
     raw = HOSTILE_STRICT[0][1]
     assert isinstance(run_handle({"host_routing": raw}, str(tmp_path), Systemctl()),
                       ConfigError)
@@ -119,7 +121,10 @@ def test_the_units_fail_every_boot_with_the_stored_message(tmp_path: Path) -> No
         assert "Traceback" not in proc.stderr
         assert "host_routing.1: unknown key" in proc.stderr
         assert "failed closed" in proc.stderr or "fails closed" in proc.stderr
-    assert list(run_dir.iterdir()) == []
+    assert sorted(p.name for p in run_dir.iterdir()) == ["route-overlap.unknown", "status.json"]
+    status = json.loads((run_dir / "status.json").read_text())
+    assert (status["state"], status["ok"]) == ("unknown", False)
+    assert "host_routing.1: unknown key" in status["reason"]
 
 
 def test_valid_gate_units_of_an_invalid_strict_section_are_kept(tmp_path: Path) -> None:
@@ -202,35 +207,52 @@ def test_an_invalid_config_after_a_valid_one_fails_closed_in_place(tmp_path: Pat
 # I/O failures part-way through a STRICT install.
 
 
-def test_failure_at_the_last_write_still_fails_closed(tmp_path: Path) -> None:
-    """A file where the wants/ directory goes: the links fail, everything before is there.
-    The module writes the failed-closed config over the real one, reloads and queues the
-    units anyway, and raises (cloud-init: error)."""
-    (tmp_path / SYSTEMD).mkdir(parents=True)
-    (tmp_path / SYSTEMD / "multi-user.target.wants").write_text("in the way\n")
+@pytest.mark.parametrize("in_the_way", [
+    "etc/systemd/system/multi-user.target.wants",  # the last entries of the plan
+    "etc/cloudinit-hostrouting",  # the config directory
+    "etc/systemd/system/systemd-nspawn@.service.d",  # the first entry: a gate drop-in
+])
+def test_a_strict_plan_that_cannot_be_written_blocks_the_gates_for_this_boot(
+        tmp_path: Path, in_the_way: str) -> None:
+    """A file where one of our directories must go: apply_plan writes nothing under /etc
+    (all or nothing), so no drop-in of ours exists there.  STRICT must not fail open: a
+    runtime drop-in under /run/systemd/system gives every gated unit an assertion that
+    fails, systemd is reloaded, and the error is raised (cloud-init: error)."""
+    blocker = tmp_path / in_the_way
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("in the way\n")
+    before = files(str(tmp_path))
     calls = Systemctl()
     err = run_handle({"host_routing": STRICT_OK}, str(tmp_path), calls)
-    assert isinstance(err, OSError), repr(err)
-    assert_failed_closed(str(tmp_path), calls.calls, ["could not be installed"])
-    assert calls.calls == [["daemon-reload"], ["start", "--no-block", STATIC, CHECK]]
-
-
-def test_failure_before_the_units_leaves_requires_on_missing_units(tmp_path: Path) -> None:
-    """The config directory cannot be created: only the gate drop-ins got written (they
-    come first), and their Requires= names units that do not exist, so a gated start fails.
-    Negative control for the order: the drop-ins are all there, the units are not."""
-    (tmp_path / "etc").mkdir()
-    (tmp_path / "etc/cloudinit-hostrouting").write_text("in the way\n")
-    calls = Systemctl()
-    err = run_handle({"host_routing": STRICT_OK}, str(tmp_path), calls)
-    assert isinstance(err, OSError), repr(err)
-    written = files(str(tmp_path))
+    assert isinstance(err, (OSError, ValueError)) and not isinstance(err, ConfigError), err
+    assert [p for p in files(str(tmp_path)) if p.startswith("etc/")] == \
+        [p for p in before if p.startswith("etc/")], "nothing partial under /etc"
     for unit in STRICT_OK["gate_units"]:
-        dropin = f"{SYSTEMD}/{unit}.d/{DROPIN}"
-        assert dropin in written
-        assert f"Requires={STATIC} {CHECK}\n" in read(str(tmp_path), dropin)
-    assert f"{SYSTEMD}/{STATIC}" not in written and f"{SYSTEMD}/{CHECK}" not in written
-    assert calls.calls[0] == ["daemon-reload"]
+        text = read(str(tmp_path), f"run/systemd/system/{unit}.d/{DROPIN}")
+        assert f"AssertPathExists={module.RELEASE_PATH}\n" in text
+    assert calls.calls == [["daemon-reload"]]
+
+
+def test_the_runtime_block_is_an_assertion_systemd_fails(tmp_path: Path) -> None:
+    """The runtime drop-in's assertion, judged by systemd's own evaluator
+    (``systemd-analyze condition``): it fails on this host, where the release path does
+    not exist; the same assertion on a path that exists passes (negative control)."""
+    (tmp_path / "etc/systemd/system").mkdir(parents=True)
+    (tmp_path / "etc/systemd/system/multi-user.target.wants").write_text("in the way\n")
+    run_handle({"host_routing": STRICT_OK}, str(tmp_path), Systemctl())
+    unit = STRICT_OK["gate_units"][0]
+    text = read(str(tmp_path), f"run/systemd/system/{unit}.d/{DROPIN}")
+    asserts = [line for line in text.splitlines() if line.startswith("Assert")]
+    assert asserts == [f"AssertPathExists={module.RELEASE_PATH}"]
+    assert not os.path.exists(module.RELEASE_PATH)
+    assert _systemd_condition(asserts) == 1
+    assert _systemd_condition(["AssertPathExists=" + str(tmp_path)]) == 0
+
+
+def _systemd_condition(lines: List[str]) -> int:
+    proc = subprocess.run(["systemd-analyze", "condition", *lines], capture_output=True,
+                          text=True, timeout=30, check=False)
+    return proc.returncode
 
 
 def test_every_prefix_of_a_strict_plan_is_ordered_to_fail_closed(tmp_path: Path) -> None:

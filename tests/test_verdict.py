@@ -73,11 +73,15 @@ def _invalid(tmp_path: Path, cfg: Path) -> List[str]:
 
 def _fail_closed(tmp_path: Path, cfg: Path) -> List[str]:
     """The config file the module itself writes for invalid STRICT user-data."""
+    from cloudinit_hostrouting.config import ConfigError, parse
     from cloudinit_hostrouting.constants import CONFIG_PATH
     from cloudinit_hostrouting.module import fail_closed_plan
 
     raw = {"route_overlap": {"mode": "STRICT", "expected_cidrs": ["10.0.5.0/33"]}}
-    (text,) = [e.text for e in fail_closed_plan(raw) if e.path == CONFIG_PATH]
+    with pytest.raises(ConfigError) as err:
+        parse(raw)
+    (text,) = [e.text for e in fail_closed_plan(["systemd-nspawn@.service"], err.value)
+               if e.path == CONFIG_PATH]
     cfg.write_text(text or "")
     return ["--config", str(cfg)]
 
