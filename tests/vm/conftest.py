@@ -121,7 +121,8 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from concurrent.futures import ThreadPoolExecutor
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import pytest
@@ -178,32 +179,62 @@ class Runner:
             H.install_signal_handlers()
             self.workdir = H.new_workdir()
             H.log(f"workdir {self.workdir}; selected: {self.wanted}; jobs={JOBS}")
-            wheel = H.build_wheel(self.workdir / "wheel")
-            H.log(f"wheel {wheel.name}")
-            suites = list(dict.fromkeys(s for s, _ in self.wanted))
-            # both suites at once: mmdebstrap (cold cache) waits on the network
-            # and dpkg, so the two overlap well
-            with ThreadPoolExecutor(max_workers=2) as ex:
-                futs = {s: ex.submit(H.build_image, s, wheel, self.workdir) for s in suites}
-                images = {s: f.result() for s, f in futs.items()}
-            jobs = max(1, JOBS)
-            ex = ThreadPoolExecutor(max_workers=jobs)
+            # one image per (suite, install method), one disk per variant it needs
+            needed: dict = {}
+            for suite, name in self.wanted:
+                sc = SCENARIOS[name]
+                variants = needed.setdefault((suite, sc.install), [])
+                if sc.variant not in variants:
+                    variants.append(sc.variant)
+            artifacts = {}
+            if any(inst == "deb" for _, inst in needed):
+                artifacts["deb"] = H.build_deb(self.workdir / "deb")
+                H.log(f"deb {artifacts['deb'].name}")
+            if any(inst == "pip" for _, inst in needed):
+                artifacts["pip"] = H.build_wheel(self.workdir / "wheel")
+                H.log(f"wheel {artifacts['pip'].name}")
+            # Two image builds at a time (mmdebstrap on a cold cache waits on
+            # the network and dpkg, so they overlap well); each image's boots
+            # are queued as soon as it is ready, JOBS guests at a time.
+            build_ex = ThreadPoolExecutor(max_workers=2)
+            boot_ex = ThreadPoolExecutor(max_workers=max(1, JOBS))
+            images = []
             try:
-                futs = {(s, sc): ex.submit(H.boot, images[s], sc, SCENARIOS[sc], self.workdir)
-                        for s, sc in self.wanted}
-                for key, fut in futs.items():
+                built = {build_ex.submit(H.build_image, suite, inst, artifacts[inst],
+                                         self.workdir, tuple(variants)): (suite, inst)
+                         for (suite, inst), variants in needed.items()}
+                boots = {}
+                for fut in as_completed(built):
+                    suite, inst = built[fut]
                     try:
-                        self.results[key] = fut.result()
+                        img = fut.result()
+                    except Exception as e:
+                        for s, name in self.wanted:
+                            if s == suite and SCENARIOS[name].install == inst:
+                                self.results[(s, name)] = f"image build failed: {e}"
+                        continue
+                    images.append(img)
+                    for s, name in self.wanted:
+                        sc = SCENARIOS[name]
+                        if s == suite and sc.install == inst:
+                            boots[(s, name)] = boot_ex.submit(
+                                H.boot, img, name, sc.user_data, self.workdir,
+                                variant=sc.variant)
+                for key, bfut in boots.items():
+                    try:
+                        self.results[key] = bfut.result()
                     except Exception as e:
                         self.results[key] = f"boot failed: {e!r}"
             except BaseException:
                 # Ctrl-C or SIGTERM: don't wait for running boots; kill them
-                ex.shutdown(wait=False, cancel_futures=True)
+                build_ex.shutdown(wait=False, cancel_futures=True)
+                boot_ex.shutdown(wait=False, cancel_futures=True)
                 H.kill_all_live()
                 raise
-            ex.shutdown(wait=True)
+            build_ex.shutdown(wait=True)
+            boot_ex.shutdown(wait=True)
             if os.environ.get("HR_VM_KEEP") != "1":
-                for img in images.values():
+                for img in images:
                     shutil.rmtree(img.dir, ignore_errors=True)
         except H.HarnessError as e:
             self.error = str(e)
@@ -249,7 +280,20 @@ def pytest_runtest_makereport(item, call):
         rep.sections.append(("vm diagnostics", r.diagnostics()))
 
 
+def pytest_sessionstart(session):
+    session.config._hr_vm_t0 = time.monotonic()
+
+
 def pytest_terminal_summary(terminalreporter):
     if H.TIMINGS.entries:
         terminalreporter.section("VM stage durations")
         terminalreporter.write_line(H.TIMINGS.table())
+    if H.RUNTIMES:
+        # issue 11: what our two oneshots cost at first boot, per scenario
+        terminalreporter.section("VM unit runtimes (ExecMainStart to ExecMainExit, guest clock)")
+        terminalreporter.write_line(H.runtimes_table())
+    t0 = getattr(terminalreporter.config, "_hr_vm_t0", None)
+    if H.TIMINGS.entries and t0 is not None:
+        terminalreporter.write_line(
+            f"VM suite wall time: {time.monotonic() - t0:.0f} s "
+            f"({len(H.RUNTIMES)} boots with evidence, HR_VM_JOBS={JOBS})")
