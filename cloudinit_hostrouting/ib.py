@@ -65,6 +65,18 @@ class Ipoib(NamedTuple):
         return [link for link in self.links
                 if link.name in pend or link.name not in self.with_ipv4]
 
+    def waiting_for(self) -> List[str]:
+        """What wait_for_ipoib waits for: IB links without their address, and links
+        the KVP pool names by a MAC that no interface has (yet)."""
+        names = {link.name for link in self.links}
+        return [link.name for link in self.missing()] + sorted(
+            {p.ifname for p in self.pending if p.ifname not in names})
+
+
+def unmatched_name(mac: str) -> str:
+    """What reports call the link a KVP MAC names when no single interface has it."""
+    return f"the link with MAC {mac}"
+
 
 def kvp_mac(link: Link) -> Optional[str]:
     """The MAC the KVP pool would use for ``link``, or None for other address lengths."""
@@ -108,8 +120,8 @@ def ipoib_state(links: Sequence[Link], addresses: Iterable[Address],
     A pair whose address the link already has is ``assigned`` (its connected
     route is in the kernel's table already).  Otherwise the connected /16 the
     agent's ``ip addr add IP/16`` will bring is a pending route.  A MAC that no
-    link has, or that two links share, is a problem line and no route: there is
-    no interface to route it to (the agent would skip it too).
+    link has, or that two links share, is a problem line, and its route is still
+    pending, on ``unmatched_name(mac)``: the device may appear later.
     """
     by_mac: Dict[str, List[Link]] = {}
     for link in links:
@@ -128,21 +140,23 @@ def ipoib_state(links: Sequence[Link], addresses: Iterable[Address],
     assigned: List[Tuple[Pair, str]] = []
     problems: List[str] = []
     for pair in pairs:
+        network = ipaddress.IPv4Interface(f"{pair.address}/{IPOIB_PREFIXLEN}").network
         found = by_mac.get(pair.mac, [])
-        if not found:
-            problems.append(f"{SOURCE}: MAC {pair.mac} (for {pair.address}) matches no "
-                            "interface: nothing to anticipate for it")
-            continue
-        if len(found) > 1:
+        if len(found) != 1:
+            # The device may come late (the agent waits 120 s for it): the /16 will
+            # still appear, on a link that is not the default one, so it is pending.
             names = ", ".join(sorted(lk.name for lk in found))
-            problems.append(f"{SOURCE}: MAC {pair.mac} (for {pair.address}) matches several "
-                            f"interfaces ({names}): nothing to anticipate for it")
+            why = (f"matches several interfaces ({names})" if found
+                   else "matches no interface (yet)")
+            problems.append(f"{SOURCE}: MAC {pair.mac} (for {pair.address}) {why}: "
+                            f"{network} is anticipated on {unmatched_name(pair.mac)}")
+            pending.append(PendingRoute(network, unmatched_name(pair.mac), pair.address,
+                                        SOURCE))
             continue
         link = found[0]
         if pair.address in v4.get(link.index, set()):
             assigned.append((pair, link.name))
             continue
-        network = ipaddress.IPv4Interface(f"{pair.address}/{IPOIB_PREFIXLEN}").network
         pending.append(PendingRoute(network, link.name, pair.address, SOURCE))
     ib = infiniband_links(links, pairs)
     return Ipoib(tuple(ib), tuple(pending), tuple(assigned), tuple(problems),
