@@ -7,6 +7,7 @@ conftest.py for the harness). Select with e.g.
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -333,10 +334,28 @@ def test_invalid_strict(boot):
 # (vmtest-late-ipoib.service, standing in for WALinuxAgent); every route
 # lookup below was made after it came (late_address_after_check).
 
-def pending_shadow_lines(detected: str | None) -> list[str]:
-    """Lines of .detected that report the shadow the KVP pool predicts for ib0."""
-    return [line for line in (detected or "").splitlines()
-            if "10.0.5.0/24" in line and "ib0" in line and "KVP" in line]
+PENDING = "10.0.0.0/16 on ib0, from KVP IPoIB_Data, not yet assigned"
+
+
+def check_status(r: H.BootResult) -> dict:
+    """The check's status.json, as it was at collection time."""
+    text = r.file(f"{MARKER_DIR}/status.json")
+    assert text, "status.json missing"
+    return json.loads(text)
+
+
+def assert_anticipated(r: H.BootResult) -> dict:
+    """The check read the baked KVP pool and counted ib0's announced /16 as a route."""
+    ipoib = check_status(r)["ipoib"]
+    assert ipoib["anticipating"] is True, ipoib
+    assert "auto" in ipoib["rule"] and "EnableRDMA" in ipoib["rule"], ipoib["rule"]
+    assert ipoib["kvp"]["state"] == "ok", ipoib["kvp"]
+    assert ipoib["kvp"]["pairs"] == [{"mac": H.IB0_KVP_MAC, "address": "10.0.200.5"}], ipoib
+    assert [(p["route"], p["interface"]) for p in ipoib["pending"]] == [
+        ("10.0.0.0/16", "ib0")], ipoib["pending"]
+    journal = r.text("journal_ours.txt")
+    assert f"IPoIB: pending {PENDING}" in journal, journal
+    return ipoib
 
 
 @pytest.mark.vm_case("race_strict_nofix")
@@ -346,9 +365,13 @@ def test_race_strict_nofix(boot):
     never starts, and the prediction came true (10.0.5.1 via ib0 once the address came)."""
     r = boot
     assert_guest_baseline(r)
+    assert_anticipated(r)
     detected, ok = markers(r)
-    assert pending_shadow_lines(detected), detected
+    # upstream's line, although at check time the kernel sent 10.0.5.1 via eth0
+    assert detected is not None and OVERLAP_LINE in detected.splitlines(), detected
     assert ok is None
+    (cidr,) = check_status(r)["cidrs"]
+    assert [f["culprit"] for f in cidr["shadowed"]] == [PENDING], cidr
     assert_unit_result(r, H.UNIT_OVERLAP, "exit-code", 1)
     assert_machine_never_started(r)
     assert route_dev(r, "10.0.5.1") == "ib0", r.text("route_get_10.0.5.1.txt")
@@ -366,8 +389,10 @@ def test_race_fixed(boot):
     assert re.search(r"^10\.0\.5\.0/24 via 10\.0\.2\.2 dev eth0\b", routes, re.M), routes
     assert re.search(r"^10\.0\.0\.0/16 dev ib0 proto kernel", routes, re.M), routes
     assert route_dev(r, "10.0.5.1") == "eth0", r.text("route_get_10.0.5.1.txt")
+    assert_anticipated(r)
     detected, ok = markers(r)
     assert ok is not None and not (detected or "").strip(), detected
+    assert check_status(r)["ok"] is True
     assert_unit_result(r, H.UNIT_OVERLAP, "success", 0)
     assert_machine_running(r)
     assert_ordered_after_checks(r)
@@ -383,6 +408,9 @@ def test_race_without_kvp_is_a_false_ok(boot):
     assert_guest_baseline(r)
     detected, ok = markers(r)
     assert ok is not None and not (detected or "").strip(), detected
+    ipoib = check_status(r)["ipoib"]
+    # nothing to anticipate: the pool is missing, and the report says so
+    assert ipoib["kvp"]["state"] == "absent" and ipoib["pending"] == [], ipoib
     assert_unit_result(r, H.UNIT_OVERLAP, "success", 0)
     assert_machine_running(r)
     assert_ordered_after_checks(r)
