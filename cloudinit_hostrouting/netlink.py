@@ -21,7 +21,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
-import socket
+import _socket as socket  # not socket.py: its enums and selectors cost ~2 ms at boot
 from typing import (
     TYPE_CHECKING,
     Any,

@@ -15,7 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from .fixtures import Hosts
+from .fixtures import Hosts, tmpfs_run_dirs
 from .imports import ImportProfile
 from .machine import describe, loadavg
 from .measure import log, measure
@@ -131,6 +131,11 @@ def main(argv: Optional[List[str]] = None, description: str = "") -> int:
     atexit.register(hosts.close_all)
     work = Path(tempfile.mkdtemp(prefix="hr-bench-"))
     try:
+        run_dirs = tmpfs_run_dirs(work)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    try:
         pkg = snapshot(args.python, work, dict(args.unit_env))
         check_importable(pkg)
         info = describe(pkg)
@@ -139,6 +144,7 @@ def main(argv: Optional[List[str]] = None, description: str = "") -> int:
     finally:
         hosts.close_all()
         shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(run_dirs, ignore_errors=True)
         left = hosts.leftovers()
         if left:
             print(f"WARNING: namespaces left behind: {left}", file=sys.stderr)
