@@ -18,10 +18,10 @@ touches a route that is not ours; see its docstring.
 
 from __future__ import annotations
 
+import _socket as socket  # not socket.py: its enums and selectors cost ~2 ms at boot
 import errno
 import ipaddress
 import os
-import _socket as socket  # not socket.py: its enums and selectors cost ~2 ms at boot
 from typing import (
     TYPE_CHECKING,
     Any,

@@ -121,7 +121,7 @@ def main(argv: Optional[List[str]] = None, description: str = "") -> int:
         return 0
     if os.geteuid() != 0:
         raise SystemExit("run as root: network namespaces need it")
-    for tool in ("ip", "bash", "awk", "unshare", "mount", "git"):
+    for tool in ("ip", "bash", "awk", "unshare", "mount", "git", "time"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} not found")
     command = " ".join(["python3", "benchmarks/run.py", *argv])

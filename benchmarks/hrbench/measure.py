@@ -17,7 +17,7 @@ from typing import Any, Dict, List
 from .fixtures import RUN, Hosts
 from .imports import backend_of, import_profile, imported_modules
 from .package import UNIT_COMMANDS, Package, check_importable, interpreter_flags
-from .pairs import Side, run_baseline, run_ours
+from .pairs import Side, rss_probe, run_baseline, run_ours
 from .procs import expect_ok, run_timed, timeout_for
 from .results import SizeResult
 from .workload import Workload, make_workload
@@ -114,6 +114,7 @@ def size_step(hosts: Hosts, pkg: Package, wl: Workload, runs: int, work: Path,
                             str(modules_file), "check" if wl.m else "apply", str(out)],
                            timeout=timeout_for(wl.n + wl.m), netns=host.ns)
             res.inproc.append(json.loads(read_output(out, "in-process timing")))
+    res.rss_kb = rss_probe(hosts, pkg, wl, work / RUN / "rss", work / "rss.txt")
     return res
 
 
