@@ -22,6 +22,7 @@ from .measure import log, measure
 from .package import check_importable, snapshot
 from .report import report
 from .results import SizeResult
+from .workload import MAX_CHECK
 
 FULL = {"runs": 5, "sizes": "10,100,1000", "big": 10000, "render_reps": 200}
 QUICK = {"runs": 2, "sizes": "10,100", "big": 0, "render_reps": 20}
@@ -42,8 +43,8 @@ def parse_args(argv: List[str], description: str) -> argparse.Namespace:
     parser.add_argument("--big", type=int,
                         help="routes for the scale point (default 10000; 0 skips it)")
     parser.add_argument("--big-check", type=int, default=None,
-                        help="expected CIDRs checked at the scale point (default: as --big; "
-                        "0 skips)")
+                        help="expected CIDRs checked at the scale point (default: as --big, "
+                        f"at most {MAX_CHECK:,}, the most a config may list; 0 skips)")
     parser.add_argument("--python", default="/usr/bin/python3",
                         help="the units' interpreter (default /usr/bin/python3)")
     parser.add_argument("--python-flags", metavar="FLAGS",
@@ -64,7 +65,7 @@ def parse_args(argv: List[str], description: str) -> argparse.Namespace:
         if getattr(args, key) is None:
             setattr(args, key, value)
     if args.big_check is None:
-        args.big_check = args.big
+        args.big_check = min(args.big, MAX_CHECK)
     args.size_list = [int(s) for s in args.sizes.split(",") if s.strip()]
     if args.runs < 1 or not args.size_list or any(s < 1 for s in args.size_list):
         parser.error("--runs and --sizes must be positive")
