@@ -121,8 +121,7 @@ class IpoibWait(NamedTuple):
         cut = "" if self.limit_s >= self.configured_s else \
             f" (cut from {self.configured_s}s: the shared wait budget had no more left)"
         return (f"IPoIB wait: gave up after {self.waited_s:.1f}s of {self.limit_s:.1f}s{cut}; "
-                f"still without their IPv4 address: {', '.join(self.still_missing)}; "
-                "judged without them")
+                f"still without their IPv4 address: {', '.join(self.still_missing)}")
 
     def to_dict(self) -> Dict[str, Any]:
         return {"configured_s": self.configured_s, "limit_s": round(self.limit_s, 3),
@@ -143,11 +142,21 @@ class IpoibCheck(NamedTuple):
 
     @property
     def unchecked(self) -> List[str]:
-        """Why the verdict cannot be OK: addresses to anticipate that could not be read."""
+        """Why the verdict cannot be OK: IPoIB routes to come that were not checked.
+
+        Either the pool could not be read while anticipating, or the configured
+        wait ended with links still lacking their address (the wait is the
+        promise that they come; judging without them would be an OK unchecked).
+        """
+        out = []
         if self.anticipating and self.pool.state in (kvp.UNREADABLE, kvp.TOO_LARGE):
-            return [f"IPoIB: the KVP pool could not be read while anticipating "
-                    f"({self.pool.state}): the IPoIB routes to come are unchecked"]
-        return []
+            out.append(f"IPoIB: the KVP pool could not be read while anticipating "
+                       f"({self.pool.state}): the IPoIB routes to come are unchecked")
+        if self.wait is not None and self.wait.still_missing:
+            out.append("IPoIB: wait_for_ipoib ended before "
+                       f"{', '.join(self.wait.still_missing)} had an IPv4 address: the "
+                       "routes they will bring are unchecked")
+        return out
 
     def lines(self) -> List[str]:
         """Every line a human should see: the rule, the pool's problems, the wait."""
@@ -368,9 +377,9 @@ def action_hint(report: Report) -> str:
                 + " and ".join(f"IPv{v}" for v in report.missing_defaults)
                 + "; fix DHCP or the network config before the checks can pass.")
     if not any(r.bad for r in report.results):  # only the IPoIB side is unchecked
-        return ("Action: make the KVP pool readable (or set "
-                "host_routing.route_overlap.anticipate_ipoib: never where nothing assigns "
-                "its addresses) so the IPoIB routes to come can be checked.")
+        return ("Action: let the IPoIB routes to come be checked: make the KVP pool "
+                "readable, raise host_routing.route_overlap.wait_for_ipoib, or (where "
+                "nothing assigns the addresses) set anticipate_ipoib: never.")
     default_if = ", ".join(sorted({r.expected_if for r in report.results if r.bad}))
     return (f"Action: add more-specific static routes for the ranges above via {default_if} "
             "(host_routing.static_routes), or re-address the cluster so it does not "
