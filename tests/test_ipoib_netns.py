@@ -340,3 +340,15 @@ def test_negative_controls_a_broken_reader_or_pending_logic_loses_the_prediction
     # A pool in another layout (256/1024-byte records) is not read as one.
     farm.pool.write_bytes(struct.pack("256s1024s", b"IPoIB_Data", farm.ipoib_value().encode()))
     assert verdict() is True
+
+
+def test_readme_sample_is_what_the_check_prints(farm_factory: Any) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    at = readme.index("<!-- ipoib-sample -->")
+    start = readme.index("\n", readme.index("```", at)) + 1
+    sample = readme[start:readme.index("```", start)].strip().splitlines()
+    farm = farm_factory()
+    got = farm.check(farm.config())
+    printed = got.out.replace(str(farm.root), "").splitlines()
+    assert got.rc == 1
+    assert [line for line in sample if line not in printed] == [], got

@@ -215,3 +215,26 @@ def test_rdma_enabled_reads_waagent_conf_under_the_root(
     enabled, line = kvp.rdma_enabled(str(tmp_path))
     assert enabled is expected
     assert str(tmp_path / "etc/waagent.conf") in line
+
+
+@pytest.mark.parametrize("key,value,ok", [
+    ("anticipate_ipoib", "auto", True), ("anticipate_ipoib", "never", True),
+    ("anticipate_ipoib", "always", True), ("anticipate_ipoib", "sometimes", False),
+    ("anticipate_ipoib", "AUTO", False), ("anticipate_ipoib", "auto\n", False),
+    ("wait_for_ipoib", 0, True), ("wait_for_ipoib", 600, True),
+    ("wait_for_ipoib", 601, False), ("wait_for_ipoib", -1, False),
+    ("wait_for_ipoib", True, False), ("wait_for_ipoib", 1.5, False),
+    ("wait_for_ipoib", float("nan"), False), ("wait_for_ipoib", "30", False),
+])
+def test_route_overlap_ipoib_keys_are_bounded(key: str, value: object, ok: bool) -> None:
+    from cloudinit_hostrouting.config import ConfigError, parse
+
+    raw = {"route_overlap": {"mode": "STRICT", "expected_cidrs": ["10.0.5.0/24"], key: value}}
+    if ok:
+        cfg = parse(raw)
+        assert getattr(cfg, key) == value
+        assert parse(cfg.to_dict()) == cfg  # what the module writes, the units read back
+    else:
+        with pytest.raises(ConfigError) as err:
+            parse(raw)
+        assert f"host_routing.route_overlap.{key}" in str(err.value)
