@@ -285,7 +285,7 @@ class Guard:
         # the same range shadowed by the same /16 is the same finding, whether
         # its route is announced or assigned, and whichever IB link holds it.
         ipoib = [line for line in (report.ipoib.lines() if report.ipoib else [])
-                 if not line.startswith(("IPoIB: pending", "IPoIB wait"))]
+                 if not line.startswith(("IPoIB: pending", "IPoIB wait"))] + report.unchecked
         if ipoib != self.last_ipoib:
             for line in ipoib:
                 self.log(f"guard: {line}")

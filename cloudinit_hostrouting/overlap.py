@@ -159,7 +159,7 @@ class IpoibCheck(NamedTuple):
         return out
 
     def lines(self) -> List[str]:
-        """Every line a human should see: the rule, the pool's problems, the wait."""
+        """What a human should see first: the rule, pending routes, problems, the wait."""
         out = [self.rule]
         if self.anticipating:
             out.extend(f"IPoIB: pending {p.describe()} (address {p.address})"
@@ -167,7 +167,7 @@ class IpoibCheck(NamedTuple):
         out.extend(f"IPoIB: {line}" for line in (*self.pool.problems, *self.state.problems))
         if self.wait is not None:
             out.append(self.wait.line())
-        return out + self.unchecked
+        return out  # the unchecked lines are findings: Report.lines() has them
 
     def to_dict(self) -> Dict[str, Any]:
         return {
