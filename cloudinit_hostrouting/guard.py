@@ -203,7 +203,8 @@ class Guard:
 
     def check(self) -> Report:
         """The same check as check-overlap, pending IPoIB routes included; never waits."""
-        return check(self.cfg, self.kernel, Waiter(0), self.pool_path, self.root)
+        return check(self.cfg, self.kernel, Waiter(0), self.pool_path, self.root,
+                     ipoib_wait=False)
 
     def restore_static(self) -> bool:
         """Re-install configured routes whose tagged copy is gone; True if any was."""

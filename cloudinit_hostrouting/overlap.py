@@ -211,16 +211,21 @@ def anticipation(setting: str, rdma: Tuple[Optional[bool], str],
 
 
 def observe_ipoib(cfg: HostRouting, kernel: Kernel, waiter: Waiter,
-                  pool_path: str = KVP_POOL_PATH, root: str = "/") -> IpoibCheck:
-    """Read the KVP pool, wait for IB addresses if configured, decide on anticipation."""
+                  pool_path: str = KVP_POOL_PATH, root: str = "/",
+                  wait: bool = True) -> IpoibCheck:
+    """Read the KVP pool, wait for IB addresses if configured, decide on anticipation.
+
+    ``wait`` False (the guard, which re-judges on every address event) skips
+    wait_for_ipoib: it is the boot check's promise, not a standing condition.
+    """
     pool = kvp.read_ipoib(pool_path)
 
     def snapshot() -> Ipoib:
         return ipoib_state(kernel.links(), kernel.addresses(4), pool.pairs)
 
     state = snapshot()
-    wait = None
-    if cfg.wait_for_ipoib:
+    waited = None
+    if cfg.wait_for_ipoib and wait:
         first = tuple(state.waiting_for())
         limit = min(float(cfg.wait_for_ipoib), waiter.remaining())
         start = waiter.clock()
@@ -233,11 +238,11 @@ def observe_ipoib(cfg: HostRouting, kernel: Kernel, waiter: Waiter,
 
             waiter.until(arrived, at_most=limit)
             state = latest[0]
-        wait = IpoibWait(cfg.wait_for_ipoib, limit, waiter.clock() - start, first,
-                         tuple(state.waiting_for()))
+        waited = IpoibWait(cfg.wait_for_ipoib, limit, waiter.clock() - start, first,
+                           tuple(state.waiting_for()))
     rdma = kvp.rdma_enabled(root) if cfg.anticipate_ipoib == "auto" else (None, "")
     active, rule = anticipation(cfg.anticipate_ipoib, rdma, state)
-    return IpoibCheck(cfg.anticipate_ipoib, active, rule, pool, state, wait)
+    return IpoibCheck(cfg.anticipate_ipoib, active, rule, pool, state, waited)
 
 
 class Report(NamedTuple):
@@ -336,7 +341,7 @@ def _now() -> str:
 
 
 def check(cfg: HostRouting, kernel: Kernel, waiter: Waiter,
-          pool_path: str = KVP_POOL_PATH, root: str = "/") -> Report:
+          pool_path: str = KVP_POOL_PATH, root: str = "/", ipoib_wait: bool = True) -> Report:
     """Analyse every expected CIDR against the kernel's tables and lookups.
 
     The IPv4 default route is always required (upstream's guard); the IPv6 one
@@ -353,7 +358,7 @@ def check(cfg: HostRouting, kernel: Kernel, waiter: Waiter,
             return kernel.default_from(tables[version])
 
         defaults[version] = waiter.until(dump)
-    ipoib = observe_ipoib(cfg, kernel, waiter, pool_path, root)
+    ipoib = observe_ipoib(cfg, kernel, waiter, pool_path, root, ipoib_wait)
     if ipoib.wait is not None and ipoib.wait.waited_for:
         for version in tables:  # addresses arrived (or not): judge the table of now
             tables[version] = kernel.tables(version)

@@ -355,3 +355,20 @@ def test_readme_sample_is_what_the_check_prints(farm_factory: Any) -> None:
     printed = got.out.replace(str(farm.root), "").splitlines()
     assert got.rc == 1
     assert [line for line in sample if line not in printed] == [], got
+
+
+def test_the_guard_never_waits_so_missing_addresses_do_not_make_it_unchecked(
+        farm_factory: Any) -> None:
+    """wait_for_ipoib is the boot check's promise; the guard re-judges on every event."""
+    farm = farm_factory()
+    cfg = farm.config(fix=True, wait_for_ipoib=5)
+    assert farm.host.run_cli("apply-routes", "--config", cfg, "--wait", "0").returncode == 0
+    boot = farm.check(cfg)  # the boot check: gives up within its budget, unchecked
+    assert boot.rc == 1 and boot.ipoib["wait"]["still_missing"], boot
+    guard = guard_in(farm, cfg)
+    try:
+        wait_for(lambda: guard.status()["state"] != "unknown", "guard's first verdict")
+        status = guard.status()
+        assert status["state"] == "ok" and status["ipoib"]["wait"] is None, status
+    finally:
+        guard.stop()
