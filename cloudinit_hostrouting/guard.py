@@ -7,8 +7,9 @@ The guard subscribes to route, address and link events (no polling) and, after
 each burst of events, reconciles:
 
 1. re-installs any of our static routes that vanished;
-2. re-runs the complete analysis and rewrites the markers, status.json and,
-   if configured, the node_exporter textfile;
+2. re-runs the complete analysis (with the IPoIB routes the KVP pool announces,
+   as check-overlap anticipates them, but never waiting for them) and rewrites
+   the markers, status.json and, if configured, the node_exporter textfile;
 3. with ``auto_mitigate``, routes every shadowed expected range via the default
    interface, tagged ``hostrouting-auto`` (proto 215) so exactly those routes
    are removed again when their cause goes away or the config changes.
