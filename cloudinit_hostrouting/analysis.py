@@ -18,6 +18,17 @@ Cost: the partition is built with sorting and bisection, so the work is
 O((routes + CIDRs) log routes) plus one lookup per region, never routes x CIDRs.
 This module is pure: lookups arrive through a callable, so tests can drive it
 against the real kernel (in a namespace) or reason about it directly.
+
+Pending routes (``PendingRoute``) are routes the kernel does not have yet but
+will: the connected /16 of an IPoIB address the host announced (kvp.py, ib.py)
+and the guest agent adds after the boot check.  ``Tables.with_pending`` adds
+them as boundaries, and ``analyze`` corrects the kernel's answer where one would
+win: in the main table, by longest prefix (a tie goes to the route already
+there unless it has a higher metric), unless the kernel's answer did not come
+from the main table's best route (a policy rule decided first; then the
+pending route changes nothing).  Where no main-table route matches, the
+pending route is taken to win (the safe side for a gate).  A shadow from a
+pending route is a finding like any other, its culprit naming the source.
 """
 
 from __future__ import annotations
@@ -59,9 +70,15 @@ class TableRoute(NamedTuple):
     proto: str
     scope_link: bool
     metric: int
+    pending: Optional[str] = None  # where a route not in the kernel yet comes from
 
     def describe(self) -> str:
-        """The route as ``ip route`` prints it (without src), e.g. for the report."""
+        """The route as ``ip route`` prints it (without src), e.g. for the report.
+
+        A pending route says where it comes from and that it is not there yet.
+        """
+        if self.pending is not None:
+            return f"{self.network} on {self.ifname}, from {self.pending}, not yet assigned"
         parts = [] if self.kind == "unicast" else [self.kind]
         parts.append(str(self.network))
         if self.gateway:
@@ -76,6 +93,27 @@ class TableRoute(NamedTuple):
         if self.metric:
             parts.append(f"metric {self.metric}")
         return " ".join(parts)
+
+
+class PendingRoute(NamedTuple):
+    """A connected route that will appear when ``address`` is added to ``ifname``."""
+
+    network: IPNetwork
+    ifname: str
+    address: IPAddress
+    source: str  # e.g. "KVP IPoIB_Data"
+
+    def route(self) -> TableRoute:
+        """As the kernel will hold it: main table, proto kernel, scope link, metric 0."""
+        return TableRoute(self.network, MAIN_TABLE, "unicast", self.ifname, None, "kernel",
+                          True, 0, self.source)
+
+    def describe(self) -> str:
+        return self.route().describe()
+
+    def to_dict(self) -> Dict[str, str]:
+        return {"route": str(self.network), "interface": self.ifname,
+                "address": str(self.address), "source": self.source}
 
 
 class Rule(NamedTuple):
@@ -148,6 +186,49 @@ class Tables:
         self.prefixes = sorted(bounds)  # by start, then shorter prefix first
         self.starts = [start for start, _ in self.prefixes]
         self.passive = bounds
+
+    def with_pending(self, pending: Iterable[PendingRoute]) -> Tables:
+        """These tables plus routes that will appear (none already present is replaced)."""
+        return Tables(self.routes + [p.route() for p in pending], self.rules)
+
+    @property
+    def pending(self) -> List[TableRoute]:
+        return [r for r in self.routes if r.pending is not None]
+
+    def anticipate(self, address: IPAddress, answer: Answer) -> Answer:
+        """The kernel's answer for ``address`` once the pending routes exist.
+
+        See the module docstring for the rule.
+        """
+        if answer.kind in PASSIVE_TYPES:
+            return answer  # the host's own addresses: the local table comes first
+        pending = self._best_main(address, True)
+        if pending is None:
+            return answer
+        present = self._best_main(address, False)
+        if present is not None:
+            if present.network.prefixlen > pending.network.prefixlen or (
+                    present.network.prefixlen == pending.network.prefixlen
+                    and present.metric <= pending.metric):
+                return answer  # more specific (a static route): it keeps deciding
+            decided_by_main = present.kind == answer.kind and (
+                present.ifname == answer.ifname or present.kind in NO_ROUTE_TYPES)
+            if not decided_by_main:
+                return answer  # a policy rule or another table answered first
+        return Answer(pending.ifname, pending.kind)
+
+    def _best_main(self, address: IPAddress, pending: bool) -> Optional[TableRoute]:
+        """The main-table route the kernel picks for ``address`` among pending or present ones."""
+        bits = address.max_prefixlen
+        value = int(address)
+        for plen in range(bits, -1, -1):
+            start = value & (((1 << plen) - 1) << (bits - plen))
+            found = [r for r in self.by_prefix.get((start, plen), [])
+                     if r.table == MAIN_TABLE and (r.pending is not None) == pending
+                     and r.kind not in PASSIVE_TYPES]
+            if found:
+                return min(found, key=lambda r: r.metric)
+        return None
 
     def default(self) -> Optional[TableRoute]:
         """The main table's unicast default route with the lowest metric."""
@@ -305,10 +386,17 @@ def _representative(node: Tuple[int, int], kids: Sequence[Tuple[int, int]],
 
 def analyze(cidr: IPNetwork, tables: Tables, lookup: Callable[[IPAddress], Answer],
             expected_if: str) -> List[Finding]:
-    """Every region of ``cidr`` with the kernel's answer, bad ones with their culprit."""
+    """Every region of ``cidr`` with the kernel's answer, bad ones with their culprit.
+
+    With pending routes in ``tables``, the answer is the one the kernel will give
+    once they exist (``Tables.anticipate``).
+    """
     findings = []
+    anticipating = bool(tables.pending)
     for region in regions(cidr, tables):
         answer = lookup(region.probe)
+        if anticipating:
+            answer = tables.anticipate(region.probe, answer)
         if answer.kind in PASSIVE_TYPES or (
                 answer.kind == "unicast" and answer.ifname == expected_if):
             status = "ok"

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, ca
 
 from . import __version__
 from .config import ConfigError, HostRouting, load_file
-from .constants import RUN_DIR
+from .constants import DEFAULT_WAIT_S, KVP_POOL_PATH, RUN_DIR
 
 if TYPE_CHECKING:
     import argparse
@@ -166,7 +166,7 @@ def cmd_check_overlap(args: argparse.Namespace) -> int:
         return _undecided(args, Unknown(problem))
     try:
         with _kernel(args.netns) as kernel:
-            report = check(cfg, kernel, Waiter(args.wait))
+            report = check(cfg, kernel, Waiter(args.wait), args.kvp_pool, args.root)
     except SystemExit:  # _kernel has printed why rtnetlink cannot be opened
         return _undecided(args, Unknown("cannot open rtnetlink", cfg.mode))
     except Exception as err:  # pyroute2 raises many types; any one means "not decided"
@@ -181,6 +181,8 @@ def cmd_check_overlap(args: argparse.Namespace) -> int:
     if fmt != "text":
         code = _print_verdict(fmt, report)
         return code if fmt == "npd" else (OK if report.ok or not cfg.strict else FAILED)
+    for line in report.ipoib.lines() if report.ipoib else []:
+        print(line)
     for line in report.lines():
         print(line)
     for result in report.results:
@@ -190,7 +192,10 @@ def cmd_check_overlap(args: argparse.Namespace) -> int:
                   f"{finding.culprit or 'unknown route'}")
     if report.ok:
         where = ", ".join(sorted({r.expected_if for r in report.results})) or "-"
-        print(f"OK: all {len(report.results)} expected CIDR(s) route via {where}")
+        pending = report.ipoib is not None and report.ipoib.anticipating \
+            and report.ipoib.state.pending
+        print(f"OK: all {len(report.results)} expected CIDR(s) route via {where}"
+              + (" (IPoIB routes to come included)" if pending else ""))
     else:
         print(action_hint(report))
     if report.ok or not cfg.strict:
@@ -258,7 +263,8 @@ def cmd_guard(args: argparse.Namespace) -> int:
         return USAGE
     from .guard import run
 
-    return run(cfg, args.run_dir, textfile, log=lambda line: print(line, flush=True))
+    return run(cfg, args.run_dir, textfile, log=lambda line: print(line, flush=True),
+               pool_path=args.kvp_pool, root=args.root)
 
 
 def cmd_azure_suggest(args: argparse.Namespace) -> int:
@@ -363,11 +369,21 @@ def build_parser() -> argparse.ArgumentParser:
     def add_kernel_opts(p: argparse.ArgumentParser) -> None:
         p.add_argument("--config", required=True, metavar="FILE",
                        help="YAML/JSON file with a top-level host_routing key")
-        p.add_argument("--wait", type=_seconds(MAX_WAIT_S), default=30.0, metavar="SECONDS",
-                       help="how long to wait for a default route or interface, 0 to "
-                            f"{MAX_WAIT_S:g} (default 30)")
+        p.add_argument("--wait", type=_seconds(MAX_WAIT_S), default=float(DEFAULT_WAIT_S),
+                       metavar="SECONDS",
+                       help="the one budget for waiting: for a default route or interface "
+                            "and (check-overlap) route_overlap.wait_for_ipoib, 0 to "
+                            f"{MAX_WAIT_S:g} (default {DEFAULT_WAIT_S})")
         p.add_argument("--netns", metavar="NAME",
                        help="act inside this existing network namespace (tests, debugging)")
+
+    def add_ipoib_opts(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--kvp-pool", default=KVP_POOL_PATH, metavar="PATH",
+                       help="Hyper-V KVP pool holding IPoIB_Data (default "
+                            f"{KVP_POOL_PATH})")
+        p.add_argument("--root", default="/", metavar="DIR",
+                       help="where etc/waagent.conf is looked up for anticipate_ipoib: "
+                            "auto (default /)")
 
     p = add("apply-routes", cmd_apply_routes,
             "Install the configured static routes; a route that is not ours is never "
@@ -385,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(node_exporter textfile), npd (node-problem-detector custom plugin: "
                         "exit 0 OK, 1 overlap in any mode, 2 unknown)")
     p.add_argument("--json", action="store_true", help="the same as --format json")
+    add_ipoib_opts(p)
 
     p = add("guard", cmd_guard,
             "Watch rtnetlink events and keep routes, markers and metrics right (long-running).")
@@ -393,6 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--textfile", metavar="PATH",
                    help="node_exporter textfile to keep current (default: "
                         "host_routing.guard.prometheus_textfile)")
+    add_ipoib_opts(p)
 
     p = add("render", cmd_render,
             "Write exactly what first boot writes, under DIR, without calling systemctl.")
@@ -452,12 +470,14 @@ _UNIT_OPTIONS: Dict[str, Tuple[Dict[str, Tuple[str, bool]], Dict[str, Any]]] = {
     "apply-routes": (
         {**{o: (a, True) for o, a in _KERNEL_VALUES.items()},
          "-v": ("verbose", False), "--verbose": ("verbose", False)},
-        {"wait": 30.0, "netns": None, "verbose": False}),
+        {"wait": float(DEFAULT_WAIT_S), "netns": None, "verbose": False}),
     "check-overlap": (
         {**{o: (a, True) for o, a in _KERNEL_VALUES.items()},
          "--run-dir": ("run_dir", True), "--format": ("format", True),
-         "--json": ("json", False)},
-        {"wait": 30.0, "netns": None, "run_dir": RUN_DIR, "format": "text", "json": False}),
+         "--json": ("json", False), "--kvp-pool": ("kvp_pool", True),
+         "--root": ("root", True)},
+        {"wait": float(DEFAULT_WAIT_S), "netns": None, "run_dir": RUN_DIR, "format": "text", "json": False,
+         "kvp_pool": KVP_POOL_PATH, "root": "/"}),
 }
 _FORMATS = ("text", "json", "prometheus", "npd")
 

@@ -76,6 +76,8 @@ class HostRouting(NamedTuple):
     auto_mitigate: bool = False
     prometheus_textfile: Optional[str] = None
     warnings: Tuple[str, ...] = ()
+    anticipate_ipoib: str = "auto"  # auto, always, never (overlap.anticipation)
+    wait_for_ipoib: int = 0  # seconds, out of the check's one wait budget
 
     @property
     def strict(self) -> bool:
@@ -91,6 +93,10 @@ class HostRouting(NamedTuple):
             "route_overlap": {
                 "mode": self.mode,
                 "expected_cidrs": [str(c) for c in self.expected_cidrs],
+                # Defaults are left out, so configs written before these keys stay byte-equal.
+                **({"anticipate_ipoib": self.anticipate_ipoib}
+                   if self.anticipate_ipoib != "auto" else {}),
+                **({"wait_for_ipoib": self.wait_for_ipoib} if self.wait_for_ipoib else {}),
             },
             "gate_units": list(self.gate_units),
             "guard": {
@@ -155,6 +161,8 @@ def parse(raw: Any) -> HostRouting:
         auto_mitigate=guard.get("auto_mitigate", False),
         prometheus_textfile=guard.get("prometheus_textfile"),
         warnings=tuple(_capped_warnings(warnings)),
+        anticipate_ipoib=overlap.get("anticipate_ipoib", "auto"),
+        wait_for_ipoib=overlap.get("wait_for_ipoib", 0),
     )
 
 

@@ -44,9 +44,26 @@ MANIFEST_PATH = CONFIG_DIR + "/manifest.json"
 UNIT_DIR = "/etc/systemd/system"
 PROTOS_PATH = "/etc/iproute2/rt_protos.d/cloudinit-hostrouting.conf"
 
+# --- Hyper-V KVP and the Azure guest agent (IPoIB) --------------------------------
+# Pool 0 is where the host's key/value pairs land; hv_kvp_daemon writes it.
+KVP_POOL_PATH = "/var/lib/hyperv/.kvp_pool_0"
+KVP_KEY_SIZE = 512  # HV_KVP_EXCHANGE_MAX_KEY_SIZE
+KVP_VALUE_SIZE = 2048  # HV_KVP_EXCHANGE_MAX_VALUE_SIZE
+# A real pool holds a few dozen records; 400 records is far beyond that and
+# still only 1 MiB read at boot.
+KVP_POOL_MAX_BYTES = 400 * (KVP_KEY_SIZE + KVP_VALUE_SIZE)
+IPOIB_KEY = "IPoIB_Data"
+# The agent adds every IPoIB address as ADDRESS/16, whatever the host's subnet is.
+IPOIB_PREFIXLEN = 16
+WAAGENT_CONF = "/etc/waagent.conf"
+
 # --- units ----------------------------------------------------------------------
 STATIC_UNIT = "hostrouting-static-routes.service"
 CHECK_UNIT = "hostrouting-route-overlap.service"
 GUARD_UNIT = "hostrouting-guard.service"
 OUR_UNITS = (STATIC_UNIT, CHECK_UNIT)
 DROPIN_NAME = "50-hostrouting.conf"
+# The oneshots' one wait budget (default route, interfaces; for the check also
+# the IPoIB addresses, which add route_overlap.wait_for_ipoib) and start timeout.
+DEFAULT_WAIT_S = 30
+START_TIMEOUT_S = 120

@@ -7,8 +7,9 @@ The guard subscribes to route, address and link events (no polling) and, after
 each burst of events, reconciles:
 
 1. re-installs any of our static routes that vanished;
-2. re-runs the complete analysis and rewrites the markers, status.json and,
-   if configured, the node_exporter textfile;
+2. re-runs the complete analysis (with the IPoIB routes the KVP pool announces,
+   as check-overlap anticipates them, but never waiting for them) and rewrites
+   the markers, status.json and, if configured, the node_exporter textfile;
 3. with ``auto_mitigate``, routes every shadowed expected range via the default
    interface, tagged ``hostrouting-auto`` (proto 215) so exactly those routes
    are removed again when their cause goes away or the config changes.
@@ -39,7 +40,13 @@ from typing import Any, Callable, List, Mapping, Optional, Set, Tuple
 from .analysis import Tables, split_exact_clashes
 from .atomic import write_atomic
 from .config import HostRouting
-from .constants import MAIN_TABLE, OUR_PROTOS, RTPROT_HOSTROUTING, RTPROT_HOSTROUTING_AUTO
+from .constants import (
+    KVP_POOL_PATH,
+    MAIN_TABLE,
+    OUR_PROTOS,
+    RTPROT_HOSTROUTING,
+    RTPROT_HOSTROUTING_AUTO,
+)
 from .netlink import PYROUTE2, Event, Kernel, Want
 from .overlap import Report, Unknown, Verdict, check, clear_verdict, write_markers
 from .routes import Waiter, apply_routes
@@ -170,9 +177,12 @@ class Guard:
     """Reconciles the kernel with the config; every side effect goes through ``kernel``."""
 
     def __init__(self, cfg: HostRouting, kernel: Kernel, run_dir: str,
-                 textfile: Optional[str], log: Callable[[str], None]):
+                 textfile: Optional[str], log: Callable[[str], None],
+                 pool_path: str = KVP_POOL_PATH, root: str = "/"):
         self.cfg, self.kernel, self.run_dir, self.textfile, self.log = (
             cfg, kernel, run_dir, textfile, log)
+        self.pool_path, self.root = pool_path, root
+        self.last_ipoib: List[str] = []
         self.last_findings: Optional[Set[Tuple[str, str, str]]] = None
         self.last_errors: Set[str] = set()
         self.stall = os.environ.get(STALL_ENV)
@@ -183,14 +193,19 @@ class Guard:
             with contextlib.suppress(FileNotFoundError), open(self.stall, "rb") as fifo:
                 fifo.read()
         changed = self.restore_static()
-        report = check(self.cfg, self.kernel, Waiter(0))
+        report = self.check()
         self.note(report)
         if self.cfg.auto_mitigate and self.mitigate(report):
             changed = True
-            report = check(self.cfg, self.kernel, Waiter(0))
+            report = self.check()
             self.note(report)
         self.publish(report)
         return changed
+
+    def check(self) -> Report:
+        """The same check as check-overlap, pending IPoIB routes included; never waits."""
+        return check(self.cfg, self.kernel, Waiter(0), self.pool_path, self.root,
+                     ipoib_wait=False)
 
     def restore_static(self) -> bool:
         """Re-install configured routes whose tagged copy is gone; True if any was."""
@@ -267,7 +282,17 @@ class Guard:
 
     def note(self, report: Report) -> None:
         """Log findings to the journal, with their culprit route, when they change."""
-        findings = {(str(r.cidr), f.region.describe(), f.answer.ifname or f.answer.kind)
+        # The rule and the pool's problems, once each time they change.  Pending
+        # routes turning into present ones change neither, nor the findings' key:
+        # the same range shadowed by the same /16 is the same finding, whether
+        # its route is announced or assigned, and whichever IB link holds it.
+        ipoib = [line for line in (report.ipoib.lines() if report.ipoib else [])
+                 if not line.startswith(("IPoIB: pending", "IPoIB wait"))] + report.unchecked
+        if ipoib != self.last_ipoib:
+            for line in ipoib:
+                self.log(f"guard: {line}")
+            self.last_ipoib = ipoib
+        findings = {(str(r.cidr), f.region.describe(), f.status)
                     for r in report.results for f in r.bad}
         if findings != self.last_findings:
             for result in report.results:
@@ -285,7 +310,8 @@ def _relevant(event: Event) -> bool:
 
 
 def run(cfg: HostRouting, run_dir: str, textfile: Optional[str],
-        log: Callable[[str], None] = print) -> int:
+        log: Callable[[str], None] = print, pool_path: str = KVP_POOL_PATH,
+        root: str = "/") -> int:
     """The guard: 0 on SIGTERM/SIGINT, 1 with one log line when it cannot go on.
 
     The signal handler only sets a flag, which the loop checks at least once a
@@ -309,7 +335,7 @@ def run(cfg: HostRouting, run_dir: str, textfile: Optional[str],
         f"guard: ignored {_one_line(u.exc_value)} in {_name(u.object)}")
     try:
         with Kernel(backend=PYROUTE2) as kernel:
-            guard = Guard(cfg, kernel, run_dir, textfile, log)
+            guard = Guard(cfg, kernel, run_dir, textfile, log, pool_path, root)
             _watch(guard, kernel, stopping, Watchdog(os.environ, log))
     except Exception as err:
         reason = _one_line(err)

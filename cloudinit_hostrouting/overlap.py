@@ -8,6 +8,13 @@ upstream's exact format.  Unlike upstream, the verdict covers the whole CIDR
 the route that causes it, and ``status.json`` carries all of it.  IPv6 expected
 CIDRs are compared with the interface of the IPv6 default route.
 
+IPoIB (kvp.py, ib.py): the Azure guest agent adds the IPoIB /16 addresses after
+this check runs.  Where something will really add them (``anticipate_ipoib``,
+``anticipation``), the addresses the host announced in the KVP pool count as
+routes already (analysis.py's pending routes); with ``wait_for_ipoib`` the
+check first waits, out of the same budget as the default-route wait, for every
+InfiniBand link to have its address.  Every report says which rule applied.
+
 A verdict is one of three states: ``ok``, ``overlap`` (a decided ``Report``) or
 ``unknown`` (``Unknown``: the check could not decide, and says why).  No
 verdict file may outlive the run that wrote it, so a run starts by clearing
@@ -20,11 +27,14 @@ import contextlib
 import datetime
 import json
 import os
-from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Union
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple, Union
 
+from . import kvp
 from .analysis import Finding, Tables, analyze
 from .atomic import write_atomic
 from .config import HostRouting, IPNetwork
+from .constants import KVP_POOL_PATH
+from .ib import Ipoib, ipoib_state
 from .netlink import DefaultRoute, Kernel
 from .routes import Waiter
 
@@ -93,6 +103,148 @@ class CidrResult(NamedTuple):
         }
 
 
+class IpoibWait(NamedTuple):
+    """What wait_for_ipoib waited for, how long, and what never came."""
+
+    configured_s: int
+    limit_s: float  # configured, cut to what the shared budget had left
+    waited_s: float
+    waited_for: Tuple[str, ...]
+    still_missing: Tuple[str, ...]
+
+    def line(self) -> str:
+        if not self.waited_for:
+            return "IPoIB wait: every InfiniBand link already has its IPv4 address"
+        names = ", ".join(self.waited_for)
+        if not self.still_missing:
+            return f"IPoIB wait: waited {self.waited_s:.1f}s for {names}: all have their address"
+        cut = "" if self.limit_s >= self.configured_s else \
+            f" (cut from {self.configured_s}s: the shared wait budget had no more left)"
+        return (f"IPoIB wait: gave up after {self.waited_s:.1f}s of {self.limit_s:.1f}s{cut}; "
+                f"still without their IPv4 address: {', '.join(self.still_missing)}")
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"configured_s": self.configured_s, "limit_s": round(self.limit_s, 3),
+                "waited_s": round(self.waited_s, 3), "waited_for": list(self.waited_for),
+                "still_missing": list(self.still_missing),
+                "complete": not self.still_missing}
+
+
+class IpoibCheck(NamedTuple):
+    """The IPoIB side of a check: the rule that applied, the KVP pool, the wait."""
+
+    setting: str  # auto, always, never
+    anticipating: bool
+    rule: str  # the line saying which rule applied and why
+    pool: kvp.KvpRead
+    state: Ipoib
+    wait: Optional[IpoibWait]
+
+    @property
+    def unchecked(self) -> List[str]:
+        """Why the verdict cannot be OK: IPoIB routes to come that were not checked.
+
+        Either the pool could not be read while anticipating, or the configured
+        wait ended with links still lacking their address (the wait is the
+        promise that they come; judging without them would be an OK unchecked).
+        """
+        out = []
+        if self.anticipating and self.pool.state in (kvp.UNREADABLE, kvp.TOO_LARGE):
+            out.append(f"IPoIB: the KVP pool could not be read while anticipating "
+                       f"({self.pool.state}): the IPoIB routes to come are unchecked")
+        if self.wait is not None and self.wait.still_missing:
+            out.append("IPoIB: wait_for_ipoib ended before "
+                       f"{', '.join(self.wait.still_missing)} had an IPv4 address: the "
+                       "routes they will bring are unchecked")
+        return out
+
+    def lines(self) -> List[str]:
+        """What a human should see first: the rule, pending routes, problems, the wait."""
+        out = [self.rule]
+        if self.anticipating:
+            out.extend(f"IPoIB: pending {p.describe()} (address {p.address})"
+                       for p in self.state.pending)
+        out.extend(f"IPoIB: {line}" for line in (*self.pool.problems, *self.state.problems))
+        if self.wait is not None:
+            out.append(self.wait.line())
+        return out  # the unchecked lines are findings: Report.lines() has them
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "anticipate_ipoib": self.setting,
+            "anticipating": self.anticipating,
+            "rule": self.rule,
+            "kvp": self.pool.to_dict(),
+            "links": [link._asdict() for link in self.state.links],
+            "pending": [p.to_dict() for p in self.state.pending] if self.anticipating else [],
+            "announced_not_anticipated": [] if self.anticipating else
+            [p.to_dict() for p in self.state.pending],
+            "problems": list(self.state.problems),
+            "wait": self.wait.to_dict() if self.wait is not None else None,
+            "unchecked": self.unchecked,
+        }
+
+
+def anticipation(setting: str, rdma: Tuple[Optional[bool], str],
+                 state: Ipoib) -> Tuple[bool, str]:
+    """Whether to count the announced IPoIB addresses as routes, and the line saying why.
+
+    The host may publish ``IPoIB_Data`` where nothing applies it (AKS node
+    images leave OS.EnableRDMA off): anticipating there would block a healthy
+    node.  So ``auto`` anticipates only where the agent will assign them
+    (``rdma``: its config turns RDMA on) or where an InfiniBand link already
+    has an IPv4 address (something on this node does assign them).
+    """
+    if setting == "never":
+        return False, "IPoIB: not anticipating (route_overlap.anticipate_ipoib: never)"
+    if setting == "always":
+        return True, ("IPoIB: anticipating the KVP IPoIB_Data addresses "
+                      "(route_overlap.anticipate_ipoib: always)")
+    enabled, why = rdma
+    if enabled:
+        return True, f"IPoIB: anticipating the KVP IPoIB_Data addresses (auto: {why})"
+    if state.with_ipv4:  # which ones is in status.json; the line stays the same as more come
+        return True, ("IPoIB: anticipating the KVP IPoIB_Data addresses (auto: an InfiniBand "
+                      "link already has an IPv4 address)")
+    return False, (f"IPoIB: not anticipating (auto: {why}, and no InfiniBand link has an "
+                   "IPv4 address)")
+
+
+def observe_ipoib(cfg: HostRouting, kernel: Kernel, waiter: Waiter,
+                  pool_path: str = KVP_POOL_PATH, root: str = "/",
+                  wait: bool = True) -> IpoibCheck:
+    """Read the KVP pool, wait for IB addresses if configured, decide on anticipation.
+
+    ``wait`` False (the guard, which re-judges on every address event) skips
+    wait_for_ipoib: it is the boot check's promise, not a standing condition.
+    """
+    pool = kvp.read_ipoib(pool_path)
+
+    def snapshot() -> Ipoib:
+        return ipoib_state(kernel.links(), kernel.addresses(4), pool.pairs)
+
+    state = snapshot()
+    waited = None
+    if cfg.wait_for_ipoib and wait:
+        first = tuple(state.waiting_for())
+        limit = min(float(cfg.wait_for_ipoib), waiter.remaining())
+        start = waiter.clock()
+        if first:
+            latest = [state]
+
+            def arrived() -> Optional[bool]:
+                latest[0] = snapshot()
+                return True if not latest[0].waiting_for() else None
+
+            waiter.until(arrived, at_most=limit)
+            state = latest[0]
+        waited = IpoibWait(cfg.wait_for_ipoib, limit, waiter.clock() - start, first,
+                           tuple(state.waiting_for()))
+    rdma = kvp.rdma_enabled(root) if cfg.anticipate_ipoib == "auto" else (None, "")
+    active, rule = anticipation(cfg.anticipate_ipoib, rdma, state)
+    return IpoibCheck(cfg.anticipate_ipoib, active, rule, pool, state, waited)
+
+
 class Report(NamedTuple):
     """Everything one check found; ``ok`` is the single verdict."""
 
@@ -100,6 +252,11 @@ class Report(NamedTuple):
     defaults: Dict[int, Optional[DefaultRoute]]  # by IP version, for the versions needed
     results: List[CidrResult]
     tables: Dict[int, Tables]  # the dumps the verdict was made from, for the guard to reuse
+    ipoib: Optional[IpoibCheck] = None
+
+    @property
+    def unchecked(self) -> List[str]:
+        return self.ipoib.unchecked if self.ipoib is not None else []
 
     @property
     def missing_defaults(self) -> List[int]:
@@ -107,7 +264,8 @@ class Report(NamedTuple):
 
     @property
     def ok(self) -> bool:
-        return not self.missing_defaults and not any(r.bad for r in self.results)
+        return not self.missing_defaults and not any(r.bad for r in self.results) \
+            and not self.unchecked
 
     @property
     def state(self) -> str:
@@ -119,7 +277,7 @@ class Report(NamedTuple):
                for v in self.missing_defaults]
         for result in self.results:
             out.extend(result.lines())
-        return out
+        return out + self.unchecked
 
     def to_dict(self) -> Dict[str, Any]:
         v4 = self.defaults.get(4)
@@ -136,6 +294,7 @@ class Report(NamedTuple):
                          for v, r in sorted(self.defaults.items())},
             "shadowed_ranges": sum(len(r.bad) for r in self.results),
             "cidrs": [r.to_dict() for r in self.results],
+            "ipoib": self.ipoib.to_dict() if self.ipoib is not None else None,
         }
 
 
@@ -170,6 +329,7 @@ class Unknown(NamedTuple):
             "defaults": {},
             "shadowed_ranges": None,
             "cidrs": [],
+            "ipoib": None,
         }
 
 
@@ -180,11 +340,14 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat()
 
 
-def check(cfg: HostRouting, kernel: Kernel, waiter: Waiter) -> Report:
+def check(cfg: HostRouting, kernel: Kernel, waiter: Waiter,
+          pool_path: str = KVP_POOL_PATH, root: str = "/", ipoib_wait: bool = True) -> Report:
     """Analyse every expected CIDR against the kernel's tables and lookups.
 
     The IPv4 default route is always required (upstream's guard); the IPv6 one
-    only when an IPv6 CIDR is expected.
+    only when an IPv6 CIDR is expected.  Then the IPoIB side (``observe_ipoib``):
+    after a wait for IB addresses the tables are dumped again, and when
+    anticipating, the pending IPoIB routes join the IPv4 tables.
     """
     tables: Dict[int, Tables] = {}
     defaults: Dict[int, Optional[DefaultRoute]] = {}
@@ -195,6 +358,13 @@ def check(cfg: HostRouting, kernel: Kernel, waiter: Waiter) -> Report:
             return kernel.default_from(tables[version])
 
         defaults[version] = waiter.until(dump)
+    ipoib = observe_ipoib(cfg, kernel, waiter, pool_path, root, ipoib_wait)
+    if ipoib.wait is not None and ipoib.wait.waited_for:
+        for version in tables:  # addresses arrived (or not): judge the table of now
+            tables[version] = kernel.tables(version)
+            defaults[version] = kernel.default_from(tables[version])
+    if ipoib.anticipating and ipoib.state.pending:
+        tables[4] = tables[4].with_pending(ipoib.state.pending)
     results = []
     for cidr in cfg.expected_cidrs:
         default = defaults[cidr.version]
@@ -202,7 +372,7 @@ def check(cfg: HostRouting, kernel: Kernel, waiter: Waiter) -> Report:
             continue
         findings = analyze(cidr, tables[cidr.version], kernel.answer, default.ifname)
         results.append(CidrResult(cidr, default.ifname, findings))
-    return Report(cfg.mode, defaults, results, tables)
+    return Report(cfg.mode, defaults, results, tables, ipoib)
 
 
 def action_hint(report: Report) -> str:
@@ -211,6 +381,10 @@ def action_hint(report: Report) -> str:
         return ("Action: the host has no default route for "
                 + " and ".join(f"IPv{v}" for v in report.missing_defaults)
                 + "; fix DHCP or the network config before the checks can pass.")
+    if not any(r.bad for r in report.results):  # only the IPoIB side is unchecked
+        return ("Action: let the IPoIB routes to come be checked: make the KVP pool "
+                "readable, raise host_routing.route_overlap.wait_for_ipoib, or (where "
+                "nothing assigns the addresses) set anticipate_ipoib: never.")
     default_if = ", ".join(sorted({r.expected_if for r in report.results if r.bad}))
     return (f"Action: add more-specific static routes for the ranges above via {default_if} "
             "(host_routing.static_routes), or re-address the cluster so it does not "

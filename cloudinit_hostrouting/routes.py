@@ -52,13 +52,24 @@ class Waiter:
         self.deadline = clock() + budget_s
         self.clock, self.sleep = clock, sleep
 
-    def until(self, probe: Callable[[], Optional[T]]) -> Optional[T]:
-        """``probe()`` until it returns non-None or the deadline passes."""
+    def until(self, probe: Callable[[], Optional[T]],
+              at_most: Optional[float] = None) -> Optional[T]:
+        """``probe()`` until it returns non-None or the deadline passes.
+
+        ``at_most`` seconds, if given, end this one wait earlier; it never
+        extends the shared deadline (the IPoIB wait uses it).
+        """
+        deadline = self.deadline if at_most is None else min(
+            self.deadline, self.clock() + at_most)
         while True:
             found = probe()
-            if found is not None or self.clock() >= self.deadline:
+            if found is not None or self.clock() >= deadline:
                 return found
-            self.sleep(min(POLL_S, max(0.0, self.deadline - self.clock())))
+            self.sleep(min(POLL_S, max(0.0, deadline - self.clock())))
+
+    def remaining(self) -> float:
+        """Seconds left in the shared budget (0 when it is spent)."""
+        return max(0.0, self.deadline - self.clock())
 
 
 class _Resolver:

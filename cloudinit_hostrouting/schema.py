@@ -30,6 +30,10 @@ MAX_EXPECTED_CIDRS = 4096
 MAX_GATE_UNITS = 64
 # The longest address or CIDR text accepted (an IPv6 CIDR is at most 43).
 MAX_ADDRESS_TEXT = 64
+# The agent waits up to 120 s for the RDMA devices, then retries for 60 s.
+MAX_WAIT_FOR_IPOIB_S = 600
+ANTICIPATE_CHOICES = ("auto", "always", "never")
+ANTICIPATE_PATTERN = "^(" + "|".join(ANTICIPATE_CHOICES) + ")$"
 
 IFNAME_PATTERN = r"^[A-Za-z0-9_.-]{1,15}$"
 # systemd unit names: [A-Za-z0-9:_.\-] plus one '@' (template or instance),
@@ -139,8 +143,35 @@ HOST_ROUTING_SCHEMA: Dict[str, Any] = {
         "route_overlap": {
             "type": "object",
             "additionalProperties": False,
-            "description": "The overlap check. Fix: a mapping with mode and expected_cidrs.",
+            "description": (
+                "The overlap check. Fix: a mapping with mode, expected_cidrs, "
+                "anticipate_ipoib and wait_for_ipoib."
+            ),
             "properties": {
+                "anticipate_ipoib": {
+                    "type": "string",
+                    "pattern": ANTICIPATE_PATTERN,
+                    "description": (
+                        "Judge the table as it will be once the Azure guest agent has added "
+                        "the IPoIB addresses the host announced in the Hyper-V KVP pool "
+                        "(IPoIB_Data): each one's connected /16 counts as a route already. "
+                        "auto (default): when /etc/waagent.conf has OS.EnableRDMA=y or an "
+                        "InfiniBand link already has an IPv4 address; always; never. "
+                        "Fix: one of auto, always, never."
+                    ),
+                },
+                "wait_for_ipoib": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "maximum": MAX_WAIT_FOR_IPOIB_S,
+                    "description": (
+                        "Seconds the check waits, before judging, for every InfiniBand link "
+                        "(by link type, KVP MAC or ib* name) to have its IPv4 address; "
+                        "taken from the same bounded budget as the wait for the default "
+                        "route. 0 (default) does not wait. Fix: a whole number from 0 to "
+                        f"{MAX_WAIT_FOR_IPOIB_S}."
+                    ),
+                },
                 "mode": {
                     "type": "string",
                     "pattern": MODE_PATTERN,

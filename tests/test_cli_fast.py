@@ -30,6 +30,7 @@ VALID = [
     "check-overlap --config F",
     "check-overlap --config F --run-dir /tmp/r --format npd",
     "check-overlap --json --config F --wait 2.5 --netns n --format prometheus",
+    "check-overlap --config F --kvp-pool /tmp/pool --root /tmp/root",
 ]
 # Lines argparse accepts in its own way (the last repeat wins, abbreviations, ``=``): it
 # parses them, not the hand parser.
@@ -106,7 +107,8 @@ def test_other_lines_go_to_argparse(line: str, capsys: pytest.CaptureFixture[str
 def _rendered_lines() -> List[List[str]]:
     """The units' command lines exactly as render.py writes them into ExecStart=."""
     lines = []
-    for unit in (render.static_unit("/usr/bin/python3"), render.check_unit("/usr/bin/python3")):
+    for unit in (render.static_unit("/usr/bin/python3"), render.check_unit("/usr/bin/python3"),
+                 render.check_unit("/usr/bin/python3", wait_for_ipoib=60)):
         execstart = next(x for x in unit.splitlines() if x.startswith("ExecStart="))
         words = shlex.split(execstart.split("=", 1)[1])
         lines.append(words[words.index("cloudinit_hostrouting") + 1:])
@@ -115,7 +117,8 @@ def _rendered_lines() -> List[List[str]]:
 
 def test_the_rendered_units_take_the_fast_path() -> None:
     lines = _rendered_lines()
-    assert [line[0] for line in lines] == ["apply-routes", "check-overlap"]
+    assert [line[0] for line in lines] == ["apply-routes", "check-overlap", "check-overlap"]
+    assert "--wait" in lines[2]
     for argv in lines:
         fast = unit_args(argv)
         assert fast is not None, argv
