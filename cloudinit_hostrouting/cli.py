@@ -476,8 +476,8 @@ _UNIT_OPTIONS: Dict[str, Tuple[Dict[str, Tuple[str, bool]], Dict[str, Any]]] = {
          "--run-dir": ("run_dir", True), "--format": ("format", True),
          "--json": ("json", False), "--kvp-pool": ("kvp_pool", True),
          "--root": ("root", True)},
-        {"wait": float(DEFAULT_WAIT_S), "netns": None, "run_dir": RUN_DIR, "format": "text", "json": False,
-         "kvp_pool": KVP_POOL_PATH, "root": "/"}),
+        {"wait": float(DEFAULT_WAIT_S), "netns": None, "run_dir": RUN_DIR, "format": "text",
+         "json": False, "kvp_pool": KVP_POOL_PATH, "root": "/"}),
 }
 _FORMATS = ("text", "json", "prometheus", "npd")
 
