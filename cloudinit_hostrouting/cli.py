@@ -4,23 +4,29 @@ Exit codes are a contract: 0 OK (overlaps in WARN mode included), 1 the job
 failed (STRICT overlap, a route not installed, ``validate`` found errors),
 2 usage or config error.  Heavy imports (pyroute2, YAML, cloud-init) happen
 inside the subcommand that needs them, because the units sit on the boot path.
+For the same reason the units' own command lines are parsed by hand
+(``unit_args``) and argparse is imported only for everything else, including
+every line the hand parser does not accept, so errors and ``--help`` are
+argparse's.
 """
 
 from __future__ import annotations
 
-import argparse
 import errno
 import json
 import math
 import os
 import sys
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
+import types
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, cast
 
 from . import __version__
 from .config import ConfigError, HostRouting, load_file
 from .constants import DEFAULT_WAIT_S, KVP_POOL_PATH, RUN_DIR
 
 if TYPE_CHECKING:
+    import argparse
+
     from .overlap import Unknown, Verdict
 
 OK, FAILED, USAGE = 0, 1, 2
@@ -75,15 +81,28 @@ def _seconds(high: float) -> Callable[[str], float]:
     (a wait that never ends), so both are refused here, with the range.
     """
     def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-        if not (math.isfinite(value) and 0 <= value <= high):
+        value = _seconds_value(text, high)
+        if value is None:
+            import argparse
+
+            try:
+                float(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(
+                    f"{text!r} is not a number of seconds") from None
             raise argparse.ArgumentTypeError(
                 f"{text!r} is not a number of seconds from 0 up to {high:g}")
         return value
     return parse
+
+
+def _seconds_value(text: str, high: float) -> Optional[float]:
+    """``text`` as finite seconds from 0 to ``high``, or None."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and 0 <= value <= high else None
 
 
 def _kernel(netns: Optional[str]) -> Any:
@@ -330,6 +349,8 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="cloudinit-hostrouting",
         description="Keep InfiniBand /16 routes from shadowing cluster CIDRs "
@@ -443,7 +464,68 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_KERNEL_VALUES = {"--config": "config", "--wait": "wait", "--netns": "netns"}
+# The units' options: option -> (attribute, takes a value); defaults as build_parser's.
+_UNIT_OPTIONS: Dict[str, Tuple[Dict[str, Tuple[str, bool]], Dict[str, Any]]] = {
+    "apply-routes": (
+        {**{o: (a, True) for o, a in _KERNEL_VALUES.items()},
+         "-v": ("verbose", False), "--verbose": ("verbose", False)},
+        {"wait": float(DEFAULT_WAIT_S), "netns": None, "verbose": False}),
+    "check-overlap": (
+        {**{o: (a, True) for o, a in _KERNEL_VALUES.items()},
+         "--run-dir": ("run_dir", True), "--format": ("format", True),
+         "--json": ("json", False), "--kvp-pool": ("kvp_pool", True),
+         "--root": ("root", True)},
+        {"wait": float(DEFAULT_WAIT_S), "netns": None, "run_dir": RUN_DIR, "format": "text",
+         "json": False, "kvp_pool": KVP_POOL_PATH, "root": "/"}),
+}
+_FORMATS = ("text", "json", "prometheus", "npd")
+
+
+def unit_args(argv: List[str]) -> Optional[argparse.Namespace]:
+    """The units' command lines (``apply-routes|check-overlap --config F ...``), parsed
+    without argparse, which costs the units several ms at every boot to import and build.
+
+    Only the plain shape is accepted: the command, then each of its options at most
+    once, spelled out in full as separate words, with values that do not start with
+    ``-`` and are valid.  Anything else (``--help``, ``--opt=value``, abbreviations,
+    repeats, bad values, a missing ``--config``) returns None, and argparse parses the
+    line, so what it accepts means the same and what it refuses gets its usual error.
+    """
+    if not argv or argv[0] not in _UNIT_OPTIONS:
+        return None
+    options, defaults = _UNIT_OPTIONS[argv[0]]
+    found: Dict[str, Any] = {}
+    i = 1
+    while i < len(argv):
+        spec = options.get(argv[i])
+        if spec is None or spec[0] in found:
+            return None
+        name, takes_value = spec
+        if not takes_value:
+            found[name] = True
+            i += 1
+            continue
+        if i + 1 == len(argv) or argv[i + 1].startswith("-"):
+            return None
+        value: Any = argv[i + 1]
+        if name == "wait":
+            value = _seconds_value(value, MAX_WAIT_S)
+            if value is None:
+                return None
+        elif name == "format" and value not in _FORMATS:
+            return None
+        found[name] = value
+        i += 2
+    if "config" not in found:
+        return None
+    handler = cmd_apply_routes if argv[0] == "apply-routes" else cmd_check_overlap
+    return cast("argparse.Namespace", types.SimpleNamespace(
+        command=argv[0], **{**defaults, **found}, handlers={argv[0]: handler}))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = unit_args(sys.argv[1:] if argv is None else argv)
+    if args is None:
+        args = build_parser().parse_args(argv)
     return args.handlers[args.command](args)
