@@ -128,8 +128,15 @@ def cmd_apply_routes(args: argparse.Namespace) -> int:
     if not cfg.routes:
         print("no static routes configured; nothing to do")
         return OK
-    with _kernel(args.netns) as kernel:
-        outcomes = apply_routes(cfg, kernel, Waiter(args.wait))
+    try:
+        with _kernel(args.netns) as kernel:
+            outcomes = apply_routes(cfg, kernel, Waiter(args.wait))
+    except OSError as err:  # a netlink fault outside any one route: claim nothing as done
+        print(f"error: talking to the kernel failed ({err}), so which routes took effect is "
+              "not known. Fix: see the kernel log, then restart "
+              "hostrouting-static-routes.service (a rerun installs or confirms each route)",
+              file=sys.stderr)
+        return FAILED
     labels = {REFUSED: "refused", NOT_INSTALLED: "failed", NOT_IN_EFFECT: "not in effect"}
     tally = {status: 0 for status in labels}
     for outcome in outcomes:
