@@ -163,7 +163,7 @@ def fetch_instance(
 def _decode(body: bytes, url: str) -> Dict[str, Any]:
     try:
         doc = json.loads(body.decode("utf-8"))
-    except ValueError as err:
+    except (ValueError, RecursionError) as err:  # RecursionError: "[[[[..." a MiB deep
         raise ImdsError(f"IMDS at {url} returned malformed JSON: {err}") from err
     if not isinstance(doc, dict):
         raise ImdsError(f"IMDS at {url} returned JSON that is not an object")
