@@ -39,12 +39,12 @@ from .analysis import (
     Answer,
     Finding,
     PendingRoute,
-    Tables,
     TableRoute,
+    Tables,
     analyze,
     split_exact_clashes,
 )
-from .config import STRICT, HostRouting, Route, parse
+from .config import STRICT, HostRouting, IPNetwork, Route, parse
 from .constants import MAIN_TABLE
 from .ib import IbLink, ipoib_state
 from .kvp import Pair
@@ -228,7 +228,7 @@ class Suggestion:
         }
 
 
-def _route(dest: IPv4Network, dev: str, gateway: Optional[str], metric: int,
+def _route(dest: IPNetwork, dev: str, gateway: Optional[str], metric: int,
            source: str) -> TableRoute:
     """A route the block will install, as the analysis sees it before it exists."""
     return TableRoute(dest, MAIN_TABLE, "unicast", dev, gateway, "static", False, metric,
@@ -247,7 +247,7 @@ def _bad(expected: Sequence[IPv4Network], tables: Tables, lookup: Callable[[Any]
 
 
 def suggest(document: Any, kernel: KernelSnapshot, pairs: Sequence[Pair],
-            expected: Sequence[ipaddress._BaseNetwork],
+            expected: Sequence[IPNetwork],
             base: Optional[HostRouting] = None) -> Suggestion:
     """The block that makes check-overlap's analysis pass in STRICT, and why.
 
@@ -283,9 +283,9 @@ def suggest(document: Any, kernel: KernelSnapshot, pairs: Sequence[Pair],
     default_if = default.ifname if default is not None else None
     kernel_gw = ipaddress.IPv4Address(default.gateway) if default and default.gateway \
         else None
-    names = {link.index: link.name for link in kernel.links}
+    link_names = {link.index: link.name for link in kernel.links}
     on_default = [ipaddress.IPv4Address(a.address) for a in kernel.addresses
-                  if names.get(a.index) == default_if and ":" not in a.address]
+                  if link_names.get(a.index) == default_if and ":" not in a.address]
     nic, chosen_by = choose_primary_nic(instance.nics, on_default)
     subnet = _subnet_of(nic) if nic else None
     primary = None if nic is None else {
@@ -387,7 +387,7 @@ def suggest(document: Any, kernel: KernelSnapshot, pairs: Sequence[Pair],
 
 
 def _block(base: Optional[HostRouting], routes: Sequence[Route],
-           expected: Sequence[ipaddress._BaseNetwork]) -> Dict[str, Any]:
+           expected: Sequence[IPNetwork]) -> Dict[str, Any]:
     """The host_routing mapping: the user's whole config when given, else the minimum."""
     if base is not None:
         out = base._replace(routes=tuple(routes), mode=STRICT,

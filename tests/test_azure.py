@@ -9,20 +9,19 @@ first boot in tests/test_azure_boot.py.
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
+import random
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from typing import Iterator, List
+from typing import List
 
 import pytest
-import yaml
 from fake_imds import HANG, Answer, FakeImds, doc, error, load_fixture
-from netns import CLUSTER_CIDR, IB_PEER_PROBE, NDHost, sh
+from netns import sh
 
 from cloudinit_hostrouting import cli
 from cloudinit_hostrouting.azure_sizes import is_infiniband_size
@@ -314,7 +313,7 @@ ODD_VALUES = [None, True, 0, -1, 2 ** 70, 1.5, float("nan"), "", "x" * 300, "10.
               "Standard_ND96isr_H100_v5", " ", "\u0000", "1" * 50]
 
 
-def _mutate(rng: "random.Random", node: object, depth: int = 0) -> object:
+def _mutate(rng: random.Random, node: object, depth: int = 0) -> object:
     """``node`` with some values replaced by odd ones, keys dropped or added."""
     if rng.random() < 0.08 or depth > 8:
         return rng.choice(ODD_VALUES)
@@ -332,8 +331,6 @@ def _mutate(rng: "random.Random", node: object, depth: int = 0) -> object:
 
 
 def test_fuzz_instance_documents_never_raise_anything_but_document_error() -> None:
-    import random
-
     rng = random.Random(20261202)
     bases = [load_fixture(n) for n in ("ND96isr_H100_v5", "ND96isr_H100_v5_nic_order",
                                        "ND96isr_H200_v5", "D4s_v5")]

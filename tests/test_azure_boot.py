@@ -75,8 +75,9 @@ class AzureStandIn:
 
 
 class NoCloudStandIn:
-    dsname = "NoCloud"
-    metadata = {"instance-id": "i-2", "imds": copy.deepcopy(H200)}  # not Azure: ignored
+    def __init__(self) -> None:
+        self.dsname = "NoCloud"
+        self.metadata = {"instance-id": "i-2", "imds": copy.deepcopy(H200)}  # not Azure
 
 
 def cloud(datasource: Any) -> Cloud:
