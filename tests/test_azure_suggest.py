@@ -366,3 +366,36 @@ def test_unwritable_analysis_path_is_a_usage_error(host: NDHost, tmp_path: Any,
                                capsys=capsys)
     assert rc == 2 and out == ""
     assert f"cannot write --analysis {target}" in err
+
+
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+README_COMMAND = ("$ cloudinit-hostrouting azure-suggest --expected-cidr 10.0.5.0/24 "
+                  "--expected-cidr 10.96.0.0/12\n")
+
+
+def test_readme_sample_is_what_the_command_prints(host: NDHost, capsys: Any) -> None:
+    """The README's sample, byte for byte, from the namespace it describes."""
+    from cloudinit_hostrouting.constants import KVP_POOL_PATH
+
+    if os.path.exists(KVP_POOL_PATH):
+        pytest.skip(f"this host has a KVP pool at {KVP_POOL_PATH}; the sample has none")
+    with open(README, encoding="utf-8") as handle:
+        text = handle.read()
+    start = text.index(README_COMMAND) + len(README_COMMAND)
+    sample = text[start:text.index("```", start)]
+    rc, out, err = suggest_cli(host, "--expected-cidr", "10.0.5.0/24", "--expected-cidr",
+                               "10.96.0.0/12", capsys=capsys)
+    assert rc == 0, err
+    assert out == sample
+
+
+def test_non_infiniband_json_is_an_empty_document(tmp_path: Any, capsys: Any) -> None:
+    analysis = os.path.join(str(tmp_path), "a.json")
+    with FakeImds([doc(load_fixture("D4s_v5"))]) as imds:
+        rc = cli.main(["azure-suggest", "--imds-url", imds.url, "--format", "json",
+                       "--expected-cidr", "10.0.5.0/24", "--analysis", analysis])
+    out = capsys.readouterr()
+    assert rc == 0 and json.loads(out.out) == {}
+    assert out.err.startswith("Standard_D4s_v5 is not an InfiniBand size")
+    with open(analysis, encoding="utf-8") as handle:
+        assert json.load(handle)["infiniband"] is False
