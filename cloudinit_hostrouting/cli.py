@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from . import __version__
 from .config import ConfigError, HostRouting, load_file
-from .constants import KVP_POOL_PATH, RUN_DIR
+from .constants import DEFAULT_WAIT_S, KVP_POOL_PATH, RUN_DIR
 
 if TYPE_CHECKING:
     from .overlap import Unknown, Verdict
@@ -348,9 +348,11 @@ def build_parser() -> argparse.ArgumentParser:
     def add_kernel_opts(p: argparse.ArgumentParser) -> None:
         p.add_argument("--config", required=True, metavar="FILE",
                        help="YAML/JSON file with a top-level host_routing key")
-        p.add_argument("--wait", type=_seconds(MAX_WAIT_S), default=30.0, metavar="SECONDS",
-                       help="how long to wait for a default route or interface, 0 to "
-                            f"{MAX_WAIT_S:g} (default 30)")
+        p.add_argument("--wait", type=_seconds(MAX_WAIT_S), default=float(DEFAULT_WAIT_S),
+                       metavar="SECONDS",
+                       help="the one budget for waiting: for a default route or interface "
+                            "and (check-overlap) route_overlap.wait_for_ipoib, 0 to "
+                            f"{MAX_WAIT_S:g} (default {DEFAULT_WAIT_S})")
         p.add_argument("--netns", metavar="NAME",
                        help="act inside this existing network namespace (tests, debugging)")
 
