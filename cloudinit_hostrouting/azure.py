@@ -1,10 +1,11 @@
 """azure-suggest and ``host_routing.azure.suggest``: the effects around the pure suggester.
 
-The jobs live in their own modules: ``imds`` (HTTP), ``azure_sizes`` (which
-sizes have InfiniBand), ``suggest`` (the block, from check-overlap's own
-analysis).  This module only gathers their inputs (the instance document, one
-kernel snapshot, the KVP pool) and puts the result where it belongs: stdout
-for the command, ``azure-suggestion.yaml`` and the log at first boot.
+The jobs live in their own modules: ``imds`` (HTTP), ``azure_instance`` (the
+instance document, read), ``azure_sizes`` (which sizes have InfiniBand),
+``suggest`` (the block, from check-overlap's own analysis).  This module only
+gathers their inputs (the instance document, one kernel snapshot, the KVP
+pool) and puts the result where it belongs: stdout for the command,
+``azure-suggestion.yaml`` and the log at first boot.
 """
 
 from __future__ import annotations
@@ -17,17 +18,16 @@ import sys
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from .atomic import write_atomic
+from .azure_instance import DocumentError, parse_instance
 from .azure_sizes import is_infiniband_size
 from .config import ConfigError, HostRouting, load_file
 from .constants import KVP_POOL_PATH, RUN_DIR
 from .imds import DEFAULT_IMDS_URL, ImdsError, fetch_instance
 from .kvp import KvpRead, read_ipoib
 from .suggest import (
-    DocumentError,
     KernelSnapshot,
     Suggestion,
     not_infiniband_line,
-    parse_instance,
     render_json,
     render_yaml,
     suggest,
@@ -48,9 +48,11 @@ def suggest_from_kernel(document: Dict[str, Any], netns: Optional[str], pool: Kv
     kernel about each region, as check-overlap does.  The KVP pool's own
     problems (absent, malformed, ...) become warnings of the suggestion.
     """
-    from .netlink import Kernel
+    from .netlink import PYROUTE2, Kernel
 
-    with Kernel(netns) as kernel:
+    # pyroute2, as the README says: advice is off the units' boot path, where the
+    # stdlib codec saves the import; the differential test holds both equal.
+    with Kernel(netns, backend=PYROUTE2) as kernel:
         links = tuple(kernel.links())  # first: names for the tables' routes
         snapshot = KernelSnapshot(kernel.tables(4), links, tuple(kernel.addresses(4)),
                                   kernel.answer)

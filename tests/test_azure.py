@@ -24,15 +24,15 @@ from fake_imds import HANG, Answer, FakeImds, doc, error, load_fixture
 from netns import sh
 
 from cloudinit_hostrouting import cli
-from cloudinit_hostrouting.azure_sizes import is_infiniband_size
-from cloudinit_hostrouting.imds import MAX_ATTEMPTS, ImdsError, fetch_instance
-from cloudinit_hostrouting.suggest import (
+from cloudinit_hostrouting.azure_instance import (
     DocumentError,
     Instance,
     Nic,
     choose_primary_nic,
     parse_instance,
 )
+from cloudinit_hostrouting.azure_sizes import is_infiniband_size
+from cloudinit_hostrouting.imds import MAX_ATTEMPTS, ImdsError, fetch_instance
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N = ipaddress.IPv4Network
