@@ -441,21 +441,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--undo", action="store_true", help="remove what enable-module added")
 
     p = add("azure-suggest", cmd_azure_suggest,
-            "Ask Azure IMDS for this VM's size and VNet subnet, read the InfiniBand routes "
-            "from the kernel, and print a host_routing block that routes every shadowed "
-            "part of the expected CIDRs via the VNet gateway, with a STRICT check. Exit 0 "
+            "Ask Azure IMDS for this VM's size and VNet subnet, run check-overlap's analysis "
+            "(with the KVP IPoIB_Data routes to come), and print the host_routing block "
+            "that makes it pass in STRICT: static routes via the VNet gateway for every "
+            "shadowed part of the expected CIDRs. With --config, the rest of that "
+            "config is kept. Exit 0 "
             "with a one-line answer for sizes without InfiniBand; 1 when IMDS cannot be "
             "reached in time; 2 for usage or config errors.")
     p.add_argument("--config", metavar="FILE",
-                   help="YAML/JSON file with a top-level host_routing key; "
-                        "route_overlap.expected_cidrs are read from it")
+                   help="YAML/JSON file with a top-level host_routing key: its "
+                        "expected_cidrs are checked, and its routes, gate_units, guard "
+                        "and other settings are kept in the block")
     p.add_argument("--expected-cidr", metavar="CIDR", action="append", default=[],
                    help="a CIDR that must route via the default interface (repeatable)")
     p.add_argument("--imds-url", metavar="URL",
                    help="instance metadata URL (default: Azure's, "
                         "http://169.254.169.254/metadata/instance)")
     p.add_argument("--format", choices=("yaml", "json"), default="yaml",
-                   help="output format (default: %(default)s)")
+                   help="yaml: a #cloud-config document with the reasons as comments; "
+                        "json: the same user-data document as JSON, nothing else "
+                        "(default: %(default)s)")
     p.add_argument("--timeout", type=_seconds(MAX_IMDS_TIMEOUT_S), default=10.0,
                    metavar="SECONDS",
                    help="overall deadline for IMDS, retries included, above 0 up to "
@@ -463,6 +468,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--netns", metavar="NAME",
                    help="read routes from this network namespace instead of the host's "
                         "(for tests and debugging)")
+    p.add_argument("--kvp-pool", default=KVP_POOL_PATH, metavar="PATH",
+                   help="Hyper-V KVP pool holding IPoIB_Data; its addresses count as "
+                        f"routes to come (default {KVP_POOL_PATH})")
+    p.add_argument("--analysis", metavar="FILE",
+                   help="also write what the block is based on (shadows, pending routes, "
+                        "gateway choice, warnings) to FILE as JSON")
 
     p = add("schema", cmd_schema, "Print the host_routing JSON schema.")
     p.add_argument("--markdown", action="store_true", help="as the README's reference table")
