@@ -4,23 +4,29 @@ Exit codes are a contract: 0 OK (overlaps in WARN mode included), 1 the job
 failed (STRICT overlap, a route not installed, ``validate`` found errors),
 2 usage or config error.  Heavy imports (pyroute2, YAML, cloud-init) happen
 inside the subcommand that needs them, because the units sit on the boot path.
+For the same reason the units' own command lines are parsed by hand
+(``unit_args``) and argparse is imported only for everything else, including
+every line the hand parser does not accept, so errors and ``--help`` are
+argparse's.
 """
 
 from __future__ import annotations
 
-import argparse
 import errno
 import json
 import math
 import os
 import sys
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
+import types
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, cast
 
 from . import __version__
 from .config import ConfigError, HostRouting, load_file
-from .constants import KVP_POOL_PATH, RUN_DIR
+from .constants import DEFAULT_WAIT_S, KVP_POOL_PATH, RUN_DIR
 
 if TYPE_CHECKING:
+    import argparse
+
     from .overlap import Unknown, Verdict
 
 OK, FAILED, USAGE = 0, 1, 2
@@ -75,15 +81,28 @@ def _seconds(high: float) -> Callable[[str], float]:
     (a wait that never ends), so both are refused here, with the range.
     """
     def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-        if not (math.isfinite(value) and 0 <= value <= high):
+        value = _seconds_value(text, high)
+        if value is None:
+            import argparse
+
+            try:
+                float(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(
+                    f"{text!r} is not a number of seconds") from None
             raise argparse.ArgumentTypeError(
                 f"{text!r} is not a number of seconds from 0 up to {high:g}")
         return value
     return parse
+
+
+def _seconds_value(text: str, high: float) -> Optional[float]:
+    """``text`` as finite seconds from 0 to ``high``, or None."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and 0 <= value <= high else None
 
 
 def _kernel(netns: Optional[str]) -> Any:
@@ -109,8 +128,15 @@ def cmd_apply_routes(args: argparse.Namespace) -> int:
     if not cfg.routes:
         print("no static routes configured; nothing to do")
         return OK
-    with _kernel(args.netns) as kernel:
-        outcomes = apply_routes(cfg, kernel, Waiter(args.wait))
+    try:
+        with _kernel(args.netns) as kernel:
+            outcomes = apply_routes(cfg, kernel, Waiter(args.wait))
+    except OSError as err:  # a netlink fault outside any one route: claim nothing as done
+        print(f"error: talking to the kernel failed ({err}), so which routes took effect is "
+              "not known. Fix: see the kernel log, then restart "
+              "hostrouting-static-routes.service (a rerun installs or confirms each route)",
+              file=sys.stderr)
+        return FAILED
     labels = {REFUSED: "refused", NOT_INSTALLED: "failed", NOT_IN_EFFECT: "not in effect"}
     tally = {status: 0 for status in labels}
     for outcome in outcomes:
@@ -330,6 +356,8 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="cloudinit-hostrouting",
         description="Keep InfiniBand /16 routes from shadowing cluster CIDRs "
@@ -348,9 +376,11 @@ def build_parser() -> argparse.ArgumentParser:
     def add_kernel_opts(p: argparse.ArgumentParser) -> None:
         p.add_argument("--config", required=True, metavar="FILE",
                        help="YAML/JSON file with a top-level host_routing key")
-        p.add_argument("--wait", type=_seconds(MAX_WAIT_S), default=30.0, metavar="SECONDS",
-                       help="how long to wait for a default route or interface, 0 to "
-                            f"{MAX_WAIT_S:g} (default 30)")
+        p.add_argument("--wait", type=_seconds(MAX_WAIT_S), default=float(DEFAULT_WAIT_S),
+                       metavar="SECONDS",
+                       help="the one budget for waiting: for a default route or interface "
+                            "and (check-overlap) route_overlap.wait_for_ipoib, 0 to "
+                            f"{MAX_WAIT_S:g} (default {DEFAULT_WAIT_S})")
         p.add_argument("--netns", metavar="NAME",
                        help="act inside this existing network namespace (tests, debugging)")
 
@@ -411,21 +441,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--undo", action="store_true", help="remove what enable-module added")
 
     p = add("azure-suggest", cmd_azure_suggest,
-            "Ask Azure IMDS for this VM's size and VNet subnet, read the InfiniBand routes "
-            "from the kernel, and print a host_routing block that routes every shadowed "
-            "part of the expected CIDRs via the VNet gateway, with a STRICT check. Exit 0 "
+            "Ask Azure IMDS for this VM's size and VNet subnet, run check-overlap's analysis "
+            "(with the KVP IPoIB_Data routes to come), and print the host_routing block "
+            "that makes it pass in STRICT: static routes via the VNet gateway for every "
+            "shadowed part of the expected CIDRs. With --config, the rest of that "
+            "config is kept. Exit 0 "
             "with a one-line answer for sizes without InfiniBand; 1 when IMDS cannot be "
             "reached in time; 2 for usage or config errors.")
     p.add_argument("--config", metavar="FILE",
-                   help="YAML/JSON file with a top-level host_routing key; "
-                        "route_overlap.expected_cidrs are read from it")
+                   help="YAML/JSON file with a top-level host_routing key: its "
+                        "expected_cidrs are checked, and its routes, gate_units, guard "
+                        "and other settings are kept in the block")
     p.add_argument("--expected-cidr", metavar="CIDR", action="append", default=[],
                    help="a CIDR that must route via the default interface (repeatable)")
     p.add_argument("--imds-url", metavar="URL",
                    help="instance metadata URL (default: Azure's, "
                         "http://169.254.169.254/metadata/instance)")
     p.add_argument("--format", choices=("yaml", "json"), default="yaml",
-                   help="output format (default: %(default)s)")
+                   help="yaml: a #cloud-config document with the reasons as comments; "
+                        "json: the same user-data document as JSON, nothing else "
+                        "(default: %(default)s)")
     p.add_argument("--timeout", type=_seconds(MAX_IMDS_TIMEOUT_S), default=10.0,
                    metavar="SECONDS",
                    help="overall deadline for IMDS, retries included, above 0 up to "
@@ -433,6 +468,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--netns", metavar="NAME",
                    help="read routes from this network namespace instead of the host's "
                         "(for tests and debugging)")
+    p.add_argument("--kvp-pool", default=KVP_POOL_PATH, metavar="PATH",
+                   help="Hyper-V KVP pool holding IPoIB_Data; its addresses count as "
+                        f"routes to come (default {KVP_POOL_PATH})")
+    p.add_argument("--analysis", metavar="FILE",
+                   help="also write what the block is based on (shadows, pending routes, "
+                        "gateway choice, warnings) to FILE as JSON")
 
     p = add("schema", cmd_schema, "Print the host_routing JSON schema.")
     p.add_argument("--markdown", action="store_true", help="as the README's reference table")
@@ -441,7 +482,68 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_KERNEL_VALUES = {"--config": "config", "--wait": "wait", "--netns": "netns"}
+# The units' options: option -> (attribute, takes a value); defaults as build_parser's.
+_UNIT_OPTIONS: Dict[str, Tuple[Dict[str, Tuple[str, bool]], Dict[str, Any]]] = {
+    "apply-routes": (
+        {**{o: (a, True) for o, a in _KERNEL_VALUES.items()},
+         "-v": ("verbose", False), "--verbose": ("verbose", False)},
+        {"wait": float(DEFAULT_WAIT_S), "netns": None, "verbose": False}),
+    "check-overlap": (
+        {**{o: (a, True) for o, a in _KERNEL_VALUES.items()},
+         "--run-dir": ("run_dir", True), "--format": ("format", True),
+         "--json": ("json", False), "--kvp-pool": ("kvp_pool", True),
+         "--root": ("root", True)},
+        {"wait": float(DEFAULT_WAIT_S), "netns": None, "run_dir": RUN_DIR, "format": "text",
+         "json": False, "kvp_pool": KVP_POOL_PATH, "root": "/"}),
+}
+_FORMATS = ("text", "json", "prometheus", "npd")
+
+
+def unit_args(argv: List[str]) -> Optional[argparse.Namespace]:
+    """The units' command lines (``apply-routes|check-overlap --config F ...``), parsed
+    without argparse, which costs the units several ms at every boot to import and build.
+
+    Only the plain shape is accepted: the command, then each of its options at most
+    once, spelled out in full as separate words, with values that do not start with
+    ``-`` and are valid.  Anything else (``--help``, ``--opt=value``, abbreviations,
+    repeats, bad values, a missing ``--config``) returns None, and argparse parses the
+    line, so what it accepts means the same and what it refuses gets its usual error.
+    """
+    if not argv or argv[0] not in _UNIT_OPTIONS:
+        return None
+    options, defaults = _UNIT_OPTIONS[argv[0]]
+    found: Dict[str, Any] = {}
+    i = 1
+    while i < len(argv):
+        spec = options.get(argv[i])
+        if spec is None or spec[0] in found:
+            return None
+        name, takes_value = spec
+        if not takes_value:
+            found[name] = True
+            i += 1
+            continue
+        if i + 1 == len(argv) or argv[i + 1].startswith("-"):
+            return None
+        value: Any = argv[i + 1]
+        if name == "wait":
+            value = _seconds_value(value, MAX_WAIT_S)
+            if value is None:
+                return None
+        elif name == "format" and value not in _FORMATS:
+            return None
+        found[name] = value
+        i += 2
+    if "config" not in found:
+        return None
+    handler = cmd_apply_routes if argv[0] == "apply-routes" else cmd_check_overlap
+    return cast("argparse.Namespace", types.SimpleNamespace(
+        command=argv[0], **{**defaults, **found}, handlers={argv[0]: handler}))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = unit_args(sys.argv[1:] if argv is None else argv)
+    if args is None:
+        args = build_parser().parse_args(argv)
     return args.handlers[args.command](args)

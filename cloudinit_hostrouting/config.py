@@ -277,7 +277,7 @@ def _gateway(item: Dict[str, Any], dest: Optional[IPNetwork], path: str,
             "Fix: use a gateway of the destination's family; mixed-family routes "
             "are not possible."))
         return None
-    why = _special(ipaddress.ip_network(gateway), subnet=True)
+    why = _special_span(gateway.version, int(gateway), int(gateway), subnet=True)
     if gateway.is_unspecified:
         why = "unspecified, which means no gateway at all (on-link routes are not supported)"
     elif isinstance(gateway, ipaddress.IPv6Address) and gateway.ipv4_mapped is not None:
@@ -308,7 +308,14 @@ def _gateway(item: Dict[str, Any], dest: Optional[IPNetwork], path: str,
 # - 240.0.0.0/4 ("reserved") is allowed: Linux routes it and some clusters use
 #   it for pods; only its 255.255.255.255 is refused.
 # - documentation, shared (100.64/10) and private ranges are ordinary here.
-_SPECIAL = tuple((ipaddress.ip_network(net), name) for net, name in (
+def _span(net: IPNetwork) -> Tuple[int, int, int]:
+    """(version, first, last address) as integers: ipaddress's ``subnet_of`` and
+    ``overlaps`` build objects on every call, most of validating 10,000 routes."""
+    first = int(net.network_address)
+    return net.version, first, first | ((1 << (net.max_prefixlen - net.prefixlen)) - 1)
+
+
+_SPECIAL = tuple((*_span(ipaddress.ip_network(net)), name) for net, name in (
     ("0.0.0.0/8", "the 'this network' range 0.0.0.0/8, which is never routed"),
     ("127.0.0.0/8", "the loopback range 127.0.0.0/8, which never leaves the host"),
     ("224.0.0.0/4", "the multicast range 224.0.0.0/4, which is not routed this way"),
@@ -318,24 +325,30 @@ _SPECIAL = tuple((ipaddress.ip_network(net), name) for net, name in (
     ("::ffff:0:0/96", "the IPv4-mapped range ::ffff:0:0/96, which is never routed as IPv6"),
     ("ff00::/8", "the multicast range ff00::/8, which is not routed this way"),
 ))
-_LINK_LOCAL = tuple(ipaddress.ip_network(n) for n in ("169.254.0.0/16", "fe80::/10"))
+_LINK_LOCAL = tuple(_span(ipaddress.ip_network(n)) for n in ("169.254.0.0/16", "fe80::/10"))
 
 
 def _special(net: IPNetwork, subnet: bool) -> Optional[str]:
     """"is (in) ..." if ``net`` is inside (``subnet``) or overlaps a special range."""
-    for special, name in _SPECIAL:
-        if special.version != net.version:
+    return _special_span(*_span(net), subnet)
+
+
+def _special_span(version: int, first: int, last: int, subnet: bool) -> Optional[str]:
+    for s_version, s_first, s_last, name in _SPECIAL:
+        if s_version != version:
             continue
-        if subnet and net.subnet_of(special):  # type: ignore[arg-type]
-            return f"is {name}" if special.num_addresses == 1 else f"is in {name}"
-        if not subnet and net.overlaps(special):
+        if subnet and s_first <= first and last <= s_last:
+            return f"is {name}" if s_first == s_last else f"is in {name}"
+        if not subnet and first <= s_last and s_first <= last:
             return f"overlaps {name}"
     return None
 
 
 def _link_local(net: IPNetwork, subnet: bool) -> bool:
-    return any((net.subnet_of(ll) if subnet else net.overlaps(ll))  # type: ignore[arg-type]
-               for ll in _LINK_LOCAL if ll.version == net.version)
+    version, first, last = _span(net)
+    return any((ll_first <= first and last <= ll_last) if subnet
+               else (first <= ll_last and ll_first <= last)
+               for ll_version, ll_first, ll_last in _LINK_LOCAL if ll_version == version)
 
 
 def _refuse_destination(dest: IPNetwork, item: Dict[str, Any], path: str,

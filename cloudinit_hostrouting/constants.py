@@ -63,3 +63,7 @@ CHECK_UNIT = "hostrouting-route-overlap.service"
 GUARD_UNIT = "hostrouting-guard.service"
 OUR_UNITS = (STATIC_UNIT, CHECK_UNIT)
 DROPIN_NAME = "50-hostrouting.conf"
+# The oneshots' one wait budget (default route, interfaces; for the check also
+# the IPoIB addresses, which add route_overlap.wait_for_ipoib) and start timeout.
+DEFAULT_WAIT_S = 30
+START_TIMEOUT_S = 120

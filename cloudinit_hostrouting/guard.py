@@ -7,8 +7,9 @@ The guard subscribes to route, address and link events (no polling) and, after
 each burst of events, reconciles:
 
 1. re-installs any of our static routes that vanished;
-2. re-runs the complete analysis and rewrites the markers, status.json and,
-   if configured, the node_exporter textfile;
+2. re-runs the complete analysis (with the IPoIB routes the KVP pool announces,
+   as check-overlap anticipates them, but never waiting for them) and rewrites
+   the markers, status.json and, if configured, the node_exporter textfile;
 3. with ``auto_mitigate``, routes every shadowed expected range via the default
    interface, tagged ``hostrouting-auto`` (proto 215) so exactly those routes
    are removed again when their cause goes away or the config changes.
@@ -203,7 +204,8 @@ class Guard:
 
     def check(self) -> Report:
         """The same check as check-overlap, pending IPoIB routes included; never waits."""
-        return check(self.cfg, self.kernel, Waiter(0), self.pool_path, self.root)
+        return check(self.cfg, self.kernel, Waiter(0), self.pool_path, self.root,
+                     ipoib_wait=False)
 
     def restore_static(self) -> bool:
         """Re-install configured routes whose tagged copy is gone; True if any was."""
@@ -285,7 +287,7 @@ class Guard:
         # the same range shadowed by the same /16 is the same finding, whether
         # its route is announced or assigned, and whichever IB link holds it.
         ipoib = [line for line in (report.ipoib.lines() if report.ipoib else [])
-                 if not line.startswith(("IPoIB: pending", "IPoIB wait"))]
+                 if not line.startswith(("IPoIB: pending", "IPoIB wait"))] + report.unchecked
         if ipoib != self.last_ipoib:
             for line in ipoib:
                 self.log(f"guard: {line}")

@@ -83,12 +83,12 @@ def handle(name: str, cfg: dict, cloud: Any, *legacy: Any, args: Any = None,
     module under a temporary ``root`` with a stand-in ``systemctl`` and an IMDS
     on loopback.
     """
-    configure(cfg, root, systemctl, imds_url, imds_deadline)
+    configure(cfg, root, systemctl, imds_url, imds_deadline, cloud)
 
 
 def configure(cfg: Any, root: str, systemctl: Systemctl = run_systemctl,
-              imds_url: Optional[str] = None,
-              imds_deadline: float = 10.0) -> Optional[HostRouting]:
+              imds_url: Optional[str] = None, imds_deadline: float = 10.0,
+              cloud: Any = None) -> Optional[HostRouting]:
     """Everything ``handle`` does, under ``root``; returns the installed config.
 
     Returns None when ``cfg`` has no ``host_routing`` key (cloud-init's
@@ -118,7 +118,7 @@ def configure(cfg: Any, root: str, systemctl: Systemctl = run_systemctl,
         raise
     _install(entries, root, systemctl, host.gate_units if host.strict else ())
     if host.azure_suggest:
-        _azure_suggest(raw, _inside(root, RUN_DIR), imds_url, imds_deadline)
+        _azure_suggest(raw, root, imds_url, imds_deadline, cloud)
     return host
 
 
@@ -272,12 +272,25 @@ def _inside(root: str, path: str) -> str:
     return resolve(check_root(root), path)
 
 
-def _azure_suggest(raw: Any, run_dir: str, imds_url: Optional[str],
-                   deadline: float) -> None:
-    """Opt-in IMDS suggestion at first boot; never fails the module."""
-    from .azure import suggest_at_boot
+def _azure_suggest(raw: Any, root: str, imds_url: Optional[str], deadline: float,
+                   cloud: Any) -> None:
+    """Opt-in suggestion at first boot; never fails the module.
 
-    text = suggest_at_boot({KEY: raw}, run_dir, deadline, imds_url)
+    On Azure, cloud-init's datasource already holds the IMDS instance document
+    (``azure.datasource_document`` says where, per version), so it is used
+    rather than asking IMDS again; elsewhere the suggestion asks over HTTP.
+    """
+    from .azure import datasource_document, suggest_at_boot
+    from .constants import KVP_POOL_PATH
+
+    run_dir = _inside(root, RUN_DIR)
+    document = None
+    try:
+        document = datasource_document(cloud)
+    except Exception as err:  # a datasource we do not know: fall back to HTTP
+        LOG.warning("host_routing: cannot read the datasource's IMDS document: %s", err)
+    text = suggest_at_boot({KEY: raw}, run_dir, deadline, imds_url, document,
+                           _inside(root, KVP_POOL_PATH))
     if text:
         LOG.info("host_routing: Azure suggestion (also in %s/azure-suggestion.yaml):\n%s",
                  run_dir, text)

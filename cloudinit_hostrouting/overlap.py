@@ -121,8 +121,7 @@ class IpoibWait(NamedTuple):
         cut = "" if self.limit_s >= self.configured_s else \
             f" (cut from {self.configured_s}s: the shared wait budget had no more left)"
         return (f"IPoIB wait: gave up after {self.waited_s:.1f}s of {self.limit_s:.1f}s{cut}; "
-                f"still without their IPv4 address: {', '.join(self.still_missing)}; "
-                "judged without them")
+                f"still without their IPv4 address: {', '.join(self.still_missing)}")
 
     def to_dict(self) -> Dict[str, Any]:
         return {"configured_s": self.configured_s, "limit_s": round(self.limit_s, 3),
@@ -143,14 +142,24 @@ class IpoibCheck(NamedTuple):
 
     @property
     def unchecked(self) -> List[str]:
-        """Why the verdict cannot be OK: addresses to anticipate that could not be read."""
+        """Why the verdict cannot be OK: IPoIB routes to come that were not checked.
+
+        Either the pool could not be read while anticipating, or the configured
+        wait ended with links still lacking their address (the wait is the
+        promise that they come; judging without them would be an OK unchecked).
+        """
+        out = []
         if self.anticipating and self.pool.state in (kvp.UNREADABLE, kvp.TOO_LARGE):
-            return [f"IPoIB: the KVP pool could not be read while anticipating "
-                    f"({self.pool.state}): the IPoIB routes to come are unchecked"]
-        return []
+            out.append(f"IPoIB: the KVP pool could not be read while anticipating "
+                       f"({self.pool.state}): the IPoIB routes to come are unchecked")
+        if self.wait is not None and self.wait.still_missing:
+            out.append("IPoIB: wait_for_ipoib ended before "
+                       f"{', '.join(self.wait.still_missing)} had an IPv4 address: the "
+                       "routes they will bring are unchecked")
+        return out
 
     def lines(self) -> List[str]:
-        """Every line a human should see: the rule, the pool's problems, the wait."""
+        """What a human should see first: the rule, pending routes, problems, the wait."""
         out = [self.rule]
         if self.anticipating:
             out.extend(f"IPoIB: pending {p.describe()} (address {p.address})"
@@ -158,7 +167,7 @@ class IpoibCheck(NamedTuple):
         out.extend(f"IPoIB: {line}" for line in (*self.pool.problems, *self.state.problems))
         if self.wait is not None:
             out.append(self.wait.line())
-        return out + self.unchecked
+        return out  # the unchecked lines are findings: Report.lines() has them
 
     def to_dict(self) -> Dict[str, Any]:
         return {
@@ -202,16 +211,21 @@ def anticipation(setting: str, rdma: Tuple[Optional[bool], str],
 
 
 def observe_ipoib(cfg: HostRouting, kernel: Kernel, waiter: Waiter,
-                  pool_path: str = KVP_POOL_PATH, root: str = "/") -> IpoibCheck:
-    """Read the KVP pool, wait for IB addresses if configured, decide on anticipation."""
+                  pool_path: str = KVP_POOL_PATH, root: str = "/",
+                  wait: bool = True) -> IpoibCheck:
+    """Read the KVP pool, wait for IB addresses if configured, decide on anticipation.
+
+    ``wait`` False (the guard, which re-judges on every address event) skips
+    wait_for_ipoib: it is the boot check's promise, not a standing condition.
+    """
     pool = kvp.read_ipoib(pool_path)
 
     def snapshot() -> Ipoib:
         return ipoib_state(kernel.links(), kernel.addresses(4), pool.pairs)
 
     state = snapshot()
-    wait = None
-    if cfg.wait_for_ipoib:
+    waited = None
+    if cfg.wait_for_ipoib and wait:
         first = tuple(state.waiting_for())
         limit = min(float(cfg.wait_for_ipoib), waiter.remaining())
         start = waiter.clock()
@@ -224,11 +238,11 @@ def observe_ipoib(cfg: HostRouting, kernel: Kernel, waiter: Waiter,
 
             waiter.until(arrived, at_most=limit)
             state = latest[0]
-        wait = IpoibWait(cfg.wait_for_ipoib, limit, waiter.clock() - start, first,
-                         tuple(state.waiting_for()))
+        waited = IpoibWait(cfg.wait_for_ipoib, limit, waiter.clock() - start, first,
+                           tuple(state.waiting_for()))
     rdma = kvp.rdma_enabled(root) if cfg.anticipate_ipoib == "auto" else (None, "")
     active, rule = anticipation(cfg.anticipate_ipoib, rdma, state)
-    return IpoibCheck(cfg.anticipate_ipoib, active, rule, pool, state, wait)
+    return IpoibCheck(cfg.anticipate_ipoib, active, rule, pool, state, waited)
 
 
 class Report(NamedTuple):
@@ -327,7 +341,7 @@ def _now() -> str:
 
 
 def check(cfg: HostRouting, kernel: Kernel, waiter: Waiter,
-          pool_path: str = KVP_POOL_PATH, root: str = "/") -> Report:
+          pool_path: str = KVP_POOL_PATH, root: str = "/", ipoib_wait: bool = True) -> Report:
     """Analyse every expected CIDR against the kernel's tables and lookups.
 
     The IPv4 default route is always required (upstream's guard); the IPv6 one
@@ -344,7 +358,7 @@ def check(cfg: HostRouting, kernel: Kernel, waiter: Waiter,
             return kernel.default_from(tables[version])
 
         defaults[version] = waiter.until(dump)
-    ipoib = observe_ipoib(cfg, kernel, waiter, pool_path, root)
+    ipoib = observe_ipoib(cfg, kernel, waiter, pool_path, root, ipoib_wait)
     if ipoib.wait is not None and ipoib.wait.waited_for:
         for version in tables:  # addresses arrived (or not): judge the table of now
             tables[version] = kernel.tables(version)
@@ -368,9 +382,9 @@ def action_hint(report: Report) -> str:
                 + " and ".join(f"IPv{v}" for v in report.missing_defaults)
                 + "; fix DHCP or the network config before the checks can pass.")
     if not any(r.bad for r in report.results):  # only the IPoIB side is unchecked
-        return ("Action: make the KVP pool readable (or set "
-                "host_routing.route_overlap.anticipate_ipoib: never where nothing assigns "
-                "its addresses) so the IPoIB routes to come can be checked.")
+        return ("Action: let the IPoIB routes to come be checked: make the KVP pool "
+                "readable, raise host_routing.route_overlap.wait_for_ipoib, or (where "
+                "nothing assigns the addresses) set anticipate_ipoib: never.")
     default_if = ", ".join(sorted({r.expected_if for r in report.results if r.bad}))
     return (f"Action: add more-specific static routes for the ranges above via {default_if} "
             "(host_routing.static_routes), or re-address the cluster so it does not "

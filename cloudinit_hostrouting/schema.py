@@ -258,8 +258,9 @@ HOST_ROUTING_SCHEMA: Dict[str, Any] = {
                 "suggest": {
                     "type": "boolean",
                     "description": (
-                        "At first boot, ask Azure IMDS and write a suggested "
-                        "host_routing block. Fix: true or false."
+                        "At first boot, take the IMDS document from cloud-init's Azure "
+                        "datasource (or ask IMDS) and write a suggested host_routing "
+                        "block. Fix: true or false."
                     ),
                 },
             },

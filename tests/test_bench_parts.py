@@ -147,7 +147,7 @@ def test_command_line_defaults_and_quick() -> None:
 
     full = parse_args([], "")
     assert (full.runs, full.size_list, full.big, full.big_check) == (5, [10, 100, 1000],
-                                                                     10000, 10000)
+                                                                     10000, 4096)
     quick = parse_args(["--quick", "--runs", "1"], "")
     assert (quick.runs, quick.size_list, quick.big) == (1, [10, 100], 0)
 

@@ -175,3 +175,12 @@ def test_a_units_curve_has_one_point_per_item_count() -> None:
     assert whole_points(results, "check", "base", "cpu") == [(10, 0.2), (1000, 0.6)]
     assert whole_points(results, "total") == [(10, 0.2), (100, 0.2), (1000, 0.6),
                                               (10000, 18.0)]
+
+
+def test_rss_probe_wins_over_the_timed_runs_maxrss() -> None:
+    """The timed runs' maxrss counts the runner's RSS; the probe's number is the unit's."""
+    res = SizeResult(10, 10, [Side(proc(1.0, 1.0, 20480), proc(1.0, 1.0, 12288))], [],
+                     rss_kb={"apply": 13312})
+    assert res.rss_mib("apply") == 13.0
+    assert res.rss_mib("check") == 12.0  # no probe for it: the timed runs' worst
+    assert SizeResult.from_dict(res.to_dict()).rss_kb == {"apply": 13312}

@@ -115,10 +115,11 @@ def test_rss_over_the_limit_misses_and_names_every_size_over() -> None:
                             "at M=100 (35.0), M=10,000 (45.0)")
 
 
-def _size(n: int, ours_total: float, base_total: float, rss_kb: int = 16384) -> SizeResult:
+def _size(n: int, ours_total: float, base_total: float, rss_kb: int = 16384,
+          m: int = 0) -> SizeResult:
     """Three identical run pairs; each unit takes half of the side's total (CPU = wall)."""
     o, b = ours_total / 2, base_total / 2
-    return SizeResult(n, n, ours=[Side(proc(o, rss_kb=rss_kb), proc(o, rss_kb=rss_kb))] * 3,
+    return SizeResult(n, m or n, ours=[Side(proc(o, rss_kb=rss_kb), proc(o, rss_kb=rss_kb))] * 3,
                       base=sides([b] * 3, [b] * 3))
 
 
@@ -175,3 +176,28 @@ def test_linearity_is_judged_on_cpu_time_not_wall() -> None:
     busy = [_cpu_size(100, 0.06, 0.05), _cpu_size(1000, 0.16, 0.14),
             _cpu_size(10000, 5.0, 4.9)]
     assert judge(busy)[3].status == MISS
+
+
+def test_the_scale_point_checks_at_most_what_a_config_may_list() -> None:
+    """N=10,000 runs with M capped at the package's own limit, and is judged as the 10,000
+    point; the check's curve counts as reaching 10,000 at that cap."""
+    from hrbench.cli import parse_args
+    from hrbench.workload import MAX_CHECK
+
+    from cloudinit_hostrouting.schema import MAX_EXPECTED_CIDRS
+
+    assert MAX_CHECK == MAX_EXPECTED_CIDRS
+    assert parse_args([], "").big_check == MAX_CHECK
+    assert parse_args(["--big", "2000"], "").big_check == 2000
+    results = [_size(10, 0.08, 0.064), _size(100, 0.1, 0.6), _size(1000, 0.28, 7.0),
+               _size(10000, 1.08, 52.0, m=MAX_CHECK)]
+    outcomes = judge(results)
+    assert outcomes[2].status == PASS  # 52 / 1.08 = 48.1x
+    assert outcomes[2].lines[0].startswith("- PASS: N=10,000, M=4,096, both units: "
+                                           "baseline/ours 48.1x")
+    assert outcomes[3].status == PASS
+    assert "  - check-overlap up to M=4,096, the most expected CIDRs a config may list" \
+        in outcomes[3].lines
+    # negative control: a check curve that stops before the cap is not a pass
+    short = judge(results[:3] + [_size(10000, 0.48, 52.0, m=2000)])
+    assert short[2].status == UNMEASURED and short[3].status == UNMEASURED

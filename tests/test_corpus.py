@@ -163,7 +163,7 @@ def test_wrong_types_are_named_at_every_path(tmp_path: Path, command: str, name:
     if WRONG_TYPES[name] == "leaves":
         kind = name.rsplit("-", 1)[1][:-len(".yaml")]
         leaves = _leaf_paths()
-        assert len(leaves) == 12, sorted(leaves)
+        assert len(leaves) == 14, sorted(leaves)
         for leaf, want in leaves.items():
             right = (kind, want) in (("int", "integer"), ("bool", "boolean"))
             # Where the value is of the right type, no error: the negative control.

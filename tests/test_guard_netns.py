@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 import pytest
 import yaml
@@ -56,12 +56,12 @@ class GuardProcess:
 
     def __init__(self, host: NDHost, cfg: str, run_dir: Path,
                  env: Optional[Dict[str, str]] = None, pid_env: Optional[str] = None,
-                 textfile: Optional[Path] = None):
+                 textfile: Optional[Path] = None, extra: Sequence[str] = ()):
         self.run_dir = run_dir
         self.textfile = textfile or run_dir / "hostrouting.prom"
         argv = ["ip", "netns", "exec", host.ns, sys.executable, "-m", "cloudinit_hostrouting",
                 "guard", "--config", cfg, "--run-dir", str(run_dir), "--textfile",
-                str(self.textfile)]
+                str(self.textfile), *extra]
         if pid_env:
             argv = ["sh", "-c", f'export {pid_env}=$$; exec "$@"', "sh", *argv]
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -368,3 +368,27 @@ def test_systemd_analyze_verify_accepts_the_hardened_guard(guard_root: Path,
     rc, lines = verify_units(str(guard_root), ["systemd-nspawn@.service"],
                              str(tmp_path / "stubs"), units=ALL_UNITS)
     assert (rc, lines) == (0, [])
+
+
+def test_wait_for_ipoib_grows_the_checks_one_budget_and_timeout(tmp_path: Path) -> None:
+    """The IPoIB wait comes out of the check's --wait budget: the unit passes the sum.
+
+    Default route (30 s) plus wait_for_ipoib, and TimeoutStartSec= grows by as
+    much, so systemd never kills a check that waits as configured; the static
+    routes unit is unchanged.  systemd itself still loads the units.
+    """
+    raw = host_routing()
+    raw["route_overlap"]["wait_for_ipoib"] = 45
+    root = tmp_path / "root"
+    assert render(tmp_path, raw, root)[0] == 0
+    check = (root / SYSTEMD / CHECK).read_text()
+    static = (root / SYSTEMD / STATIC).read_text()
+    assert re.search(r"^ExecStart=\S+ -m cloudinit_hostrouting check-overlap --config \S+ "
+                     r"--wait 75$", check, re.M), check
+    assert "TimeoutStartSec=165\n" in check
+    assert "--wait" not in static and "TimeoutStartSec=120\n" in static
+    plain = tmp_path / "plain"
+    assert render(tmp_path, host_routing(), plain)[0] == 0
+    assert "--wait" not in (plain / SYSTEMD / CHECK).read_text()  # negative control
+    gates = ["systemd-nspawn@.service", "kubelet.service"]
+    assert verify_units(str(root), gates, str(tmp_path / "stubs")) == (0, [])

@@ -15,13 +15,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from .fixtures import Hosts
+from .fixtures import Hosts, tmpfs_run_dirs
 from .imports import ImportProfile
 from .machine import describe, loadavg
 from .measure import log, measure
 from .package import check_importable, snapshot
 from .report import report
 from .results import SizeResult
+from .workload import MAX_CHECK
 
 FULL = {"runs": 5, "sizes": "10,100,1000", "big": 10000, "render_reps": 200}
 QUICK = {"runs": 2, "sizes": "10,100", "big": 0, "render_reps": 20}
@@ -42,8 +43,8 @@ def parse_args(argv: List[str], description: str) -> argparse.Namespace:
     parser.add_argument("--big", type=int,
                         help="routes for the scale point (default 10000; 0 skips it)")
     parser.add_argument("--big-check", type=int, default=None,
-                        help="expected CIDRs checked at the scale point (default: as --big; "
-                        "0 skips)")
+                        help="expected CIDRs checked at the scale point (default: as --big, "
+                        f"at most {MAX_CHECK:,}, the most a config may list; 0 skips)")
     parser.add_argument("--python", default="/usr/bin/python3",
                         help="the units' interpreter (default /usr/bin/python3)")
     parser.add_argument("--python-flags", metavar="FLAGS",
@@ -64,7 +65,7 @@ def parse_args(argv: List[str], description: str) -> argparse.Namespace:
         if getattr(args, key) is None:
             setattr(args, key, value)
     if args.big_check is None:
-        args.big_check = args.big
+        args.big_check = min(args.big, MAX_CHECK)
     args.size_list = [int(s) for s in args.sizes.split(",") if s.strip()]
     if args.runs < 1 or not args.size_list or any(s < 1 for s in args.size_list):
         parser.error("--runs and --sizes must be positive")
@@ -121,7 +122,7 @@ def main(argv: Optional[List[str]] = None, description: str = "") -> int:
         return 0
     if os.geteuid() != 0:
         raise SystemExit("run as root: network namespaces need it")
-    for tool in ("ip", "bash", "awk", "unshare", "mount", "git"):
+    for tool in ("ip", "bash", "awk", "unshare", "mount", "git", "time"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} not found")
     command = " ".join(["python3", "benchmarks/run.py", *argv])
@@ -131,6 +132,11 @@ def main(argv: Optional[List[str]] = None, description: str = "") -> int:
     atexit.register(hosts.close_all)
     work = Path(tempfile.mkdtemp(prefix="hr-bench-"))
     try:
+        run_dirs = tmpfs_run_dirs(work)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    try:
         pkg = snapshot(args.python, work, dict(args.unit_env))
         check_importable(pkg)
         info = describe(pkg)
@@ -139,6 +145,7 @@ def main(argv: Optional[List[str]] = None, description: str = "") -> int:
     finally:
         hosts.close_all()
         shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(run_dirs, ignore_errors=True)
         left = hosts.leftovers()
         if left:
             print(f"WARNING: namespaces left behind: {left}", file=sys.stderr)

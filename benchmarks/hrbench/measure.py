@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List
 
-from .fixtures import Hosts
+from .fixtures import RUN, Hosts
 from .imports import backend_of, import_profile, imported_modules
 from .package import UNIT_COMMANDS, Package, check_importable, interpreter_flags
-from .pairs import Side, run_baseline, run_ours
+from .pairs import Side, rss_probe, run_baseline, run_ours
 from .procs import expect_ok, run_timed, timeout_for
 from .results import SizeResult
 from .workload import Workload, make_workload
@@ -54,7 +54,7 @@ def import_step(hosts: Hosts, pkg: Package, small: Workload, runs: int, work: Pa
     profiles, modules, backends = {}, [], {}
     with hosts.fresh() as host:
         for command in UNIT_COMMANDS:
-            run_dir = work / "run-imp" if command == "check-overlap" else None
+            run_dir = work / RUN / "imp" if command == "check-overlap" else None
             samples = []
             for _ in range(max(runs, 3)):
                 proc = run_timed(pkg.unit_argv(host.ns, command, small.config, run_dir,
@@ -84,7 +84,7 @@ def breakdown_step(hosts: Hosts, pkg: Package, small: Workload, runs: int, work:
                 expect_ok(proc, f"python -c {code!r}")
                 out[key].append(proc.wall)
             for key, command in (("apply", "apply-routes"), ("check", "check-overlap")):
-                run_dir = work / "run-bd" if key == "check" else None
+                run_dir = work / RUN / "bd" if key == "check" else None
                 proc = run_timed(pkg.unit_argv(host.ns, command, small.config, run_dir), 60,
                                  cwd=pkg.root, env=pkg.env())
                 expect_ok(proc, f"{command} N=M=10")
@@ -99,7 +99,7 @@ def size_step(hosts: Hosts, pkg: Package, wl: Workload, runs: int, work: Path,
     for run in range(runs):
         sides: Dict[str, Side] = {}
         for side in (["ours", "base"] if run % 2 == 0 else ["base", "ours"]):
-            run_dir = work / f"run-{side}"
+            run_dir = work / RUN / side
             sides[side] = (run_ours(hosts, pkg, wl, run_dir) if side == "ours"
                            else run_baseline(hosts, pkg, wl, run_dir))
         res.ours.append(sides["ours"])
@@ -110,10 +110,11 @@ def size_step(hosts: Hosts, pkg: Package, wl: Workload, runs: int, work: Path,
         with hosts.fresh() as host:
             out = work / "inproc.json"
             out.unlink(missing_ok=True)
-            pkg.run_worker(["inproc", str(wl.config), str(work / "run-inproc"),
+            pkg.run_worker(["inproc", str(wl.config), str(work / RUN / "inproc"),
                             str(modules_file), "check" if wl.m else "apply", str(out)],
                            timeout=timeout_for(wl.n + wl.m), netns=host.ns)
             res.inproc.append(json.loads(read_output(out, "in-process timing")))
+    res.rss_kb = rss_probe(hosts, pkg, wl, work / RUN / "rss", work / "rss.txt")
     return res
 
 
@@ -126,7 +127,7 @@ def profile_step(hosts: Hosts, pkg: Package, wl: Workload, work: Path, modules_f
             if command == "check-overlap" and not wl.m:
                 continue
             out = work / f"profile-{command}.txt"
-            pkg.run_worker(["profile", command, str(wl.config), str(work / "run-prof"),
+            pkg.run_worker(["profile", command, str(wl.config), str(work / RUN / "prof"),
                             str(modules_file), str(out)],
                            timeout=timeout_for(2 * (wl.n + wl.m)), netns=host.ns)
             profiles[command] = read_output(out, f"cProfile {command}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import Dict, NamedTuple, Optional
 
 from .fixtures import Hosts, route_count
 from .package import Package
@@ -67,3 +67,29 @@ def run_baseline(hosts: Hosts, pkg: Package, wl: Workload, run_dir: Path) -> Sid
                               env=pkg.env())
             _check_ended_ok(check, run_dir, f"baseline check M={wl.m}")
         return Side(apply, check)
+
+
+def rss_probe(hosts: Hosts, pkg: Package, wl: Workload, run_dir: Path, scratch: Path
+              ) -> Dict[str, int]:
+    """Peak RSS (KiB) of each of our units, from GNU time, in runs that are not timed.
+
+    The timed runs' ``wait4`` maxrss is not the unit's own: Popen starts the child with
+    vfork, so its exec records the runner's RSS (~20 MiB) as the child's peak.  GNU time
+    forks the unit from its own ~2 MiB, so what it reports is the unit's.
+    """
+    time_bin = shutil.which("time") or "/usr/bin/time"
+    out: Dict[str, int] = {}
+    with hosts.fresh() as host:
+        for unit, command, count in (("apply", "apply-routes", wl.n),
+                                     ("check", "check-overlap", wl.m)):
+            if not count:
+                continue
+            shutil.rmtree(run_dir, ignore_errors=True)
+            scratch.unlink(missing_ok=True)
+            argv = pkg.unit_argv(host.ns, command, wl.config,
+                                 run_dir if unit == "check" else None)
+            proc = run_timed([time_bin, "-f", "%M", "-o", str(scratch), *argv],
+                             timeout_for(count), cwd=pkg.root, env=pkg.env())
+            expect_ok(proc, f"peak RSS of {command} at {count}")
+            out[unit] = int(scratch.read_text(encoding="utf-8").split()[-1])
+    return out

@@ -79,7 +79,9 @@ def report(args: argparse.Namespace, info: Dict[str, str], data: Dict[str, Any],
     runs = f"{args.runs} run{'' if args.runs == 1 else 's'}"
     lines += ["", f"Medians of {runs}, each on fresh ND-isr-shaped namespaces; "
               "wall times of whole processes under `ip netns exec` (interpreter start "
-              "included); CPU and peak RSS from the process's `wait4` rusage. Baseline = "
+              "included); CPU from the process's `wait4` rusage; peak RSS from GNU time in one "
+              "more run per size (the timed runs' maxrss counts the runner's own memory); "
+              "check-overlap's run directory on a tmpfs, as /run is on a node. Baseline = "
               "upstream's bash loops (`ip -4 route replace` per route; `ip -4 route get | awk`"
               " per CIDR), measured in the same run; ratios are baseline/ours per run pair.",
               ""]

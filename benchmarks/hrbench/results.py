@@ -31,6 +31,7 @@ class SizeResult:
     ours: List[Side] = field(default_factory=list)
     base: List[Side] = field(default_factory=list)
     inproc: List[Dict[str, float]] = field(default_factory=list)
+    rss_kb: Dict[str, int] = field(default_factory=dict)  # unit -> peak RSS, from rss_probe
 
     def units(self) -> List[str]:
         return ["apply", "check", "total"] if self.m else ["apply"]
@@ -56,7 +57,11 @@ class SizeResult:
         return median(self.samples(side, unit, kind))
 
     def rss_mib(self, unit: str) -> float:
-        """Our unit's peak RSS, the worst of all runs, in MiB (``ru_maxrss`` is in KiB)."""
+        """Our unit's peak RSS in MiB (``ru_maxrss`` is in KiB): the probe's when there is one,
+        else the worst of the timed runs, whose ``wait4`` maxrss also counts the runner's own
+        RSS (Popen's vfork child execs with the runner's memory; see pairs.rss_probe)."""
+        if unit in self.rss_kb:
+            return self.rss_kb[unit] / 1024
         procs = [getattr(run, unit) for run in self.ours]
         return max(p.maxrss_kb for p in procs if p is not None) / 1024
 
@@ -68,7 +73,8 @@ class SizeResult:
             return {"apply": s.apply._asdict(), "check": s.check._asdict() if s.check else None}
 
         return {"n": self.n, "m": self.m, "ours": [side(s) for s in self.ours],
-                "baseline": [side(s) for s in self.base], "inproc": self.inproc}
+                "baseline": [side(s) for s in self.base], "inproc": self.inproc,
+                "rss_kb": self.rss_kb}
 
     @classmethod
     def from_dict(cls, raw: Dict[str, Any]) -> SizeResult:
@@ -76,7 +82,7 @@ class SizeResult:
             return Side(Proc(**d["apply"]), Proc(**d["check"]) if d["check"] else None)
 
         return cls(raw["n"], raw["m"], [side(s) for s in raw["ours"]],
-                   [side(s) for s in raw["baseline"]], raw["inproc"])
+                   [side(s) for s in raw["baseline"]], raw["inproc"], raw.get("rss_kb", {}))
 
 
 def items(res: SizeResult, unit: str) -> int:
