@@ -9,7 +9,8 @@ starting. Upstream's unit design looked right and did not do this (NOTES §2);
 only a boot shows it. Each scenario here is one true first boot of a Debian
 guest under qemu, and every assertion is made on evidence the guest wrote.
 
-The guest image (per suite: Debian 12 "bookworm", Debian 13 "trixie")
+The guest image (per suite: Debian 12 "bookworm", Debian 13 "trixie", Debian
+testing "forky"; forky's mmdebstrap ignores Release expiry, see vmharness.SUITES)
   * base: ``mmdebstrap --variant=minbase`` from Debian's archive with systemd,
     udev, iproute2, cloud-init, python3-pyroute2, python3-yaml, python3-pip,
     linux-image-cloud-amd64, initramfs-tools, systemd-container,
@@ -20,12 +21,15 @@ The guest image (per suite: Debian 12 "bookworm", Debian 13 "trixie")
     The tar is cached in ``$HR_VM_CACHE`` (default
     ``/var/cache/cloudinit-hostrouting-vm``), keyed by a hash of suite,
     package list, mirror and recipe version; a cold cache builds it.
-  * the project's wheel, built from the working tree
-    (``pip wheel --no-deps --no-build-isolation``), installed in a chroot the
-    way the README tells image bakers:
-    ``python3 -m pip install --no-deps --break-system-packages WHEEL``;
-  * the module enabled with the project's own ``cloudinit-hostrouting
-    enable-module`` (run in the chroot);
+  * the project's .deb, built from the working tree by ``scripts/build-deb``
+    (as tests/deb builds it; ``HR_VM_DEB`` or ``HR_DEB`` for a prebuilt one),
+    installed in a chroot the way the README tells apt users,
+    ``apt-get install ./cloudinit-hostrouting_*.deb``, whose postinst enables
+    the module; or, for the one ``pip`` scenario (Debian 12), the wheel
+    (``pip wheel --no-deps --no-build-isolation``) installed as the README's
+    pip path says, ``/usr/bin/python3 -m pip install --no-deps
+    --break-system-packages WHEEL``, then ``cloudinit-hostrouting
+    enable-module``;
   * ``machines.target`` and ``systemd-nspawn@m1.service`` enabled, the stock
     unit, with ``/var/lib/machines/m1`` a busybox-static tree whose busybox
     ``init`` runs a sleep; ``/etc/systemd/nspawn/m1.nspawn`` only sets
@@ -34,6 +38,15 @@ The guest image (per suite: Debian 12 "bookworm", Debian 13 "trixie")
   * a second NIC renamed ``ib0`` by a ``.link`` (also in the initramfs) with
     10.0.200.5/16 from a ``.network``: it shadows the cluster CIDR
     10.0.5.0/24, as an IPoIB /16 does on ND-isr nodes;
+  * per image, one disk per variant (vmharness.VARIANTS): ``std`` as above;
+    ``race`` (issue 12) gives ib0 no address at boot, bakes the Hyper-V KVP
+    pool ``/var/lib/hyperv/.kvp_pool_0`` (one real record: 512-byte key
+    ``IPoIB_Data``, 2048-byte value ``NUMPAIRS:1|525400001B01:10.0.200.5``,
+    ib0's MAC, which qemu fixes) and ``/etc/waagent.conf`` with
+    ``OS.EnableRDMA=y``, and ``vmtest-late-ipoib.service`` (after
+    cloud-final and our oneshots, then a 20 s sleep, as waagent waits for its
+    devices) adds 10.0.200.5/16 to ib0; ``race_nokvp`` is ``race`` without
+    the pool;
   * ``vmtest-evidence.service`` (WantedBy and After ``cloud-final.service``;
     not multi-user.target, which would be an ordering cycle) that collects
     routes, ``ip -4 route get`` for 10.0.5.1 / 10.0.6.1 / 10.0.77.1, our
@@ -61,7 +74,8 @@ The boot
   killed by process group when the boot ends, at session teardown, on
   SIGTERM/SIGHUP/Ctrl-C and at interpreter exit.
 
-Scenarios (``scenarios.py``; all on Debian 12, 1, 2, 4 on Debian 13)
+Scenarios (``scenarios.py``: all on Debian 12, 1, 2, 4 on Debian 13 and forky;
+pip_fixed and the race scenarios on Debian 12)
   1. ``fixed``        static route 10.0.5.0/24 via eth0's gateway (plus
      10.0.6.0/24 with gateway and dev defaulted), STRICT: routes in place,
      10.0.5.1 routes via eth0, an IB peer 10.0.77.1 still via ib0, ``.ok``
@@ -81,9 +95,20 @@ Scenarios (``scenarios.py``; all on Debian 12, 1, 2, 4 on Debian 13)
      ``invalid_strict`` the same with ``mode: STRICT``: what STRICT-minded
      users get, as the module decides (fail closed; see the one marked line
      in test_firstboot.py).
-  On Debian 13 a present ``host_routing`` key gives ``status: done`` with
+  ``pip_fixed``     1 with the package pip-installed into /usr/local.
+  ``race_strict_nofix`` / ``race_fixed`` / ``race_nokvp``: ib0's address comes
+     after the check (systemd timestamps prove it). STRICT, no fix: the
+     check anticipates the KVP address, reports upstream's OVERLAP line with
+     the pending route as culprit, the machine never starts. The fix: the
+     machine starts and 10.0.5.1 still routes via eth0 once the address came.
+     No pool (negative control): the false OK, the machine starts and
+     10.0.5.1 ends up via ib0.
+  The summary prints each oneshot's runtime per scenario (ExecMainStart to
+  ExecMainExit of ``systemctl show``, the guest's clock) and the suite's wall
+  time.
+  On Debian 13 and forky a present ``host_routing`` key gives ``status: done`` with
   extended status ``degraded done`` and exit code 2, because cloud-init 25.1
-  warns about the unknown key (NOTES §3). The tests accept exit code 2 there
+  warns about the unknown key (NOTES §3; 26.2 as well). The tests accept exit code 2 there
   only with ``errors: []``, every recoverable error a "failed schema
   validation" warning, and ``cloud-init schema --system`` (run in the guest
   whenever the status exit code is not 0) naming ``host_routing`` as the
@@ -109,7 +134,7 @@ Running
   oopses at boot with 2 vCPUs
   under multi-threaded TCG; a guest kernel panic before /init is retried
   once, loudly), ``HR_VM_CPU`` (default qemu64),
-  ``HR_VM_BOOT_TIMEOUT``, ``HR_VM_WHEEL`` (a prebuilt wheel),
+  ``HR_VM_BOOT_TIMEOUT``, ``HR_VM_WHEEL`` (a prebuilt wheel), ``HR_VM_DEB``,
   ``HR_VM_KEEP=1`` (keep the built disk images too).
   Per-stage durations are printed live on stderr and in the summary; a failed
   test prints the serial log tail, our journal lines, cloud-init status and
@@ -121,7 +146,8 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from concurrent.futures import ThreadPoolExecutor
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import pytest
@@ -178,32 +204,62 @@ class Runner:
             H.install_signal_handlers()
             self.workdir = H.new_workdir()
             H.log(f"workdir {self.workdir}; selected: {self.wanted}; jobs={JOBS}")
-            wheel = H.build_wheel(self.workdir / "wheel")
-            H.log(f"wheel {wheel.name}")
-            suites = list(dict.fromkeys(s for s, _ in self.wanted))
-            # both suites at once: mmdebstrap (cold cache) waits on the network
-            # and dpkg, so the two overlap well
-            with ThreadPoolExecutor(max_workers=2) as ex:
-                futs = {s: ex.submit(H.build_image, s, wheel, self.workdir) for s in suites}
-                images = {s: f.result() for s, f in futs.items()}
-            jobs = max(1, JOBS)
-            ex = ThreadPoolExecutor(max_workers=jobs)
+            # one image per (suite, install method), one disk per variant it needs
+            needed: dict = {}
+            for suite, name in self.wanted:
+                sc = SCENARIOS[name]
+                variants = needed.setdefault((suite, sc.install), [])
+                if sc.variant not in variants:
+                    variants.append(sc.variant)
+            artifacts = {}
+            if any(inst == "deb" for _, inst in needed):
+                artifacts["deb"] = H.build_deb(self.workdir / "deb")
+                H.log(f"deb {artifacts['deb'].name}")
+            if any(inst == "pip" for _, inst in needed):
+                artifacts["pip"] = H.build_wheel(self.workdir / "wheel")
+                H.log(f"wheel {artifacts['pip'].name}")
+            # Two image builds at a time (mmdebstrap on a cold cache waits on
+            # the network and dpkg, so they overlap well); each image's boots
+            # are queued as soon as it is ready, JOBS guests at a time.
+            build_ex = ThreadPoolExecutor(max_workers=2)
+            boot_ex = ThreadPoolExecutor(max_workers=max(1, JOBS))
+            images = []
             try:
-                futs = {(s, sc): ex.submit(H.boot, images[s], sc, SCENARIOS[sc], self.workdir)
-                        for s, sc in self.wanted}
-                for key, fut in futs.items():
+                built = {build_ex.submit(H.build_image, suite, inst, artifacts[inst],
+                                         self.workdir, tuple(variants)): (suite, inst)
+                         for (suite, inst), variants in needed.items()}
+                boots = {}
+                for fut in as_completed(built):
+                    suite, inst = built[fut]
                     try:
-                        self.results[key] = fut.result()
+                        img = fut.result()
+                    except Exception as e:
+                        for s, name in self.wanted:
+                            if s == suite and SCENARIOS[name].install == inst:
+                                self.results[(s, name)] = f"image build failed: {e}"
+                        continue
+                    images.append(img)
+                    for s, name in self.wanted:
+                        sc = SCENARIOS[name]
+                        if s == suite and sc.install == inst:
+                            boots[(s, name)] = boot_ex.submit(
+                                H.boot, img, name, sc.user_data, self.workdir,
+                                variant=sc.variant)
+                for key, bfut in boots.items():
+                    try:
+                        self.results[key] = bfut.result()
                     except Exception as e:
                         self.results[key] = f"boot failed: {e!r}"
             except BaseException:
                 # Ctrl-C or SIGTERM: don't wait for running boots; kill them
-                ex.shutdown(wait=False, cancel_futures=True)
+                build_ex.shutdown(wait=False, cancel_futures=True)
+                boot_ex.shutdown(wait=False, cancel_futures=True)
                 H.kill_all_live()
                 raise
-            ex.shutdown(wait=True)
+            build_ex.shutdown(wait=True)
+            boot_ex.shutdown(wait=True)
             if os.environ.get("HR_VM_KEEP") != "1":
-                for img in images.values():
+                for img in images:
                     shutil.rmtree(img.dir, ignore_errors=True)
         except H.HarnessError as e:
             self.error = str(e)
@@ -249,7 +305,20 @@ def pytest_runtest_makereport(item, call):
         rep.sections.append(("vm diagnostics", r.diagnostics()))
 
 
+def pytest_sessionstart(session):
+    session.config._hr_vm_t0 = time.monotonic()
+
+
 def pytest_terminal_summary(terminalreporter):
     if H.TIMINGS.entries:
         terminalreporter.section("VM stage durations")
         terminalreporter.write_line(H.TIMINGS.table())
+    if H.RUNTIMES:
+        # issue 11: what our two oneshots cost at first boot, per scenario
+        terminalreporter.section("VM unit runtimes (ExecMainStart to ExecMainExit, guest clock)")
+        terminalreporter.write_line(H.runtimes_table())
+    t0 = getattr(terminalreporter.config, "_hr_vm_t0", None)
+    if H.TIMINGS.entries and t0 is not None:
+        terminalreporter.write_line(
+            f"VM suite wall time: {time.monotonic() - t0:.0f} s "
+            f"({len(H.RUNTIMES)} boots with evidence, HR_VM_JOBS={JOBS})")

@@ -1,12 +1,26 @@
-"""First-boot scenarios: user-data per scenario, and which suites run it.
+"""First-boot scenarios: user-data per scenario, and where each one runs.
 
 The IB /16 (10.0.200.5/16 on ib0) shadows the cluster CIDR 10.0.5.0/24; eth0
 is 10.0.2.15/24 with gateway 10.0.2.2 (qemu user net, restrict=on).
+
+Each scenario names
+  * its user-data,
+  * the Debian suites it boots on,
+  * how the image installs the package: ``deb`` (``apt-get install ./*.deb``,
+    whose postinst enables the module: what the README tells apt users) or
+    ``pip`` (``/usr/bin/python3 -m pip install --no-deps --break-system-packages``
+    plus ``enable-module``: the README's pip path, kept proven by one scenario),
+  * the image variant (``vmharness.VARIANTS``): ``std`` gives ib0 its address
+    from a .network at boot; ``race`` leaves ib0 without one, bakes a Hyper-V
+    KVP pool naming 10.0.200.5 for ib0's MAC plus ``/etc/waagent.conf`` with
+    ``OS.EnableRDMA=y``, and adds the address late, as WALinuxAgent does
+    (issue 12); ``race_nokvp`` is ``race`` without the pool.
 """
 
 from __future__ import annotations
 
 import textwrap
+from dataclasses import dataclass
 
 ETH0_GW = "10.0.2.2"
 
@@ -21,7 +35,7 @@ def _ud(body: str = "") -> str:
     return _BASE + textwrap.dedent(body)
 
 
-SCENARIOS = {
+USER_DATA = {
     # 1. ND-isr, fixed: static route via eth0's gateway + STRICT.
     #    10.0.6.0/24 has neither gateway nor dev: exercises the defaults
     #    (default route's interface and its gateway).
@@ -99,13 +113,37 @@ SCENARIOS = {
         """),
 }
 
-# Issue 3: all five on Debian 12; 1, 2 and 4 on Debian 13.
-MATRIX = {
-    "bookworm": ["fixed", "strict_nofix", "warn_nofix", "none", "invalid", "invalid_strict",
-                 "guard"],
-    "trixie": ["fixed", "strict_nofix", "none"],
-}
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    user_data: str
+    suites: tuple
+    install: str = "deb"
+    variant: str = "std"
+
+
+ALL = ("bookworm", "trixie", "forky")
+SCENARIO_LIST = [
+    Scenario("fixed", USER_DATA["fixed"], ALL),
+    Scenario("strict_nofix", USER_DATA["strict_nofix"], ALL),
+    Scenario("warn_nofix", USER_DATA["warn_nofix"], ("bookworm",)),
+    Scenario("none", USER_DATA["none"], ALL),
+    Scenario("invalid", USER_DATA["invalid"], ("bookworm",)),
+    Scenario("invalid_strict", USER_DATA["invalid_strict"], ("bookworm",)),
+    Scenario("guard", USER_DATA["guard"], ("bookworm",)),
+    # the README's pip path (the image's /usr/bin/python3, /usr/local), once
+    Scenario("pip_fixed", USER_DATA["fixed"], ("bookworm",), install="pip"),
+    # Issue 12: ib0's address arrives late (after cloud-final), as waagent's does.
+    #   STRICT, no fix: the KVP pool predicts the shadow; the machine never starts.
+    Scenario("race_strict_nofix", USER_DATA["strict_nofix"], ("bookworm",), variant="race"),
+    #   the fix: the machine starts, 10.0.5.1 stays on eth0 after the address came.
+    Scenario("race_fixed", USER_DATA["fixed"], ("bookworm",), variant="race"),
+    #   negative control, no KVP pool: the false OK the anticipation exists for.
+    Scenario("race_nokvp", USER_DATA["strict_nofix"], ("bookworm",), variant="race_nokvp"),
+]
+SCENARIOS = {sc.name: sc for sc in SCENARIO_LIST}
 
 
 def suites_for(scenario: str) -> list:
-    return [s for s, scs in MATRIX.items() if scenario in scs]
+    return list(SCENARIOS[scenario].suites)

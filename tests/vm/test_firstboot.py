@@ -7,11 +7,12 @@ conftest.py for the harness). Select with e.g.
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 import vmharness as H
-from scenarios import suites_for
+from scenarios import SCENARIOS, suites_for
 
 pytestmark = pytest.mark.vm
 
@@ -54,15 +55,56 @@ def ours_written(r: H.BootResult) -> list[str]:
     return [p for p in paths if "hostrouting" in p and p.startswith(BOOT_WRITE_ROOTS)]
 
 
+# Which /usr/bin/python3 each suite has (forky: 3.14 at the time of writing, or newer).
+PYTHON = {"bookworm": r"python3\.11", "trixie": r"python3\.13",
+          "forky": r"python3\.(1[4-9]|[2-9]\d)"}
+# cloud-init 23.4 and later warn about our unknown top-level key (NOTES §7):
+# Debian 13's 25.1 and forky's 26.2.
+SCHEMA_WARNS = {"trixie", "forky"}
+DEB_PKG = "/usr/lib/python3/dist-packages/cloudinit_hostrouting"
+PIP_PKG = "/usr/local/lib/python3.11/dist-packages/cloudinit_hostrouting"
+
+
+def assert_installed_as(r: H.BootResult, install: str) -> None:
+    """The package is where this scenario's install method puts it, and only there."""
+    versions = r.text("versions.txt")
+    listed = set(versions.splitlines())  # `ls -d` prints each existing path on a line
+    if install == "deb":
+        assert "cloudinit-hostrouting install ok installed" in listed, versions
+        assert {DEB_PKG, "/usr/bin/cloudinit-hostrouting"} <= listed, versions
+        assert not any(line.startswith("/usr/local/") for line in listed), versions
+    else:
+        assert {PIP_PKG, "/usr/local/bin/cloudinit-hostrouting"} <= listed, versions
+        assert DEB_PKG not in listed and "/usr/bin/cloudinit-hostrouting" not in listed, versions
+        assert "cloudinit-hostrouting install ok installed" not in listed, versions
+
+
+def late_address_after_check(r: H.BootResult) -> None:
+    """Race variants: ib0's address came after the check had exited (systemd's clock)."""
+    late, ov = r.show(H.LATE_UNIT), r.show(H.UNIT_OVERLAP)
+    assert late.get("ActiveState") == "active" and late.get("Result") == "success", late
+    came = mono(late, "ActiveEnterTimestampMonotonic")
+    judged = mono(ov, "ExecMainExitTimestampMonotonic")
+    assert judged > 0 and came > judged, (
+        f"address added at {came} us, check exited at {judged} us: not a race")
+
+
 def assert_guest_baseline(r: H.BootResult) -> None:
-    """The test bed is what it claims: right Debian, package installed, ib0 shadowing."""
+    """The test bed is what it claims: right Debian and Python, package installed the
+    scenario's way, ib0 shadowing (in the race variants: from its late address)."""
+    sc = SCENARIOS[r.scenario]
     versions = r.text("versions.txt")
     assert versions.startswith(H.SUITES[r.suite]["release"]), versions
-    assert "/usr/local/lib/python3" in versions and "cloudinit_hostrouting" in versions, versions
-    assert "/usr/local/bin/cloudinit-hostrouting" in versions, versions
+    assert re.search(r"^/usr/bin/" + PYTHON[r.suite] + "$", versions, re.M), versions
+    assert_installed_as(r, sc.install)
     addr = r.text("addr.txt")
     assert re.search(r"\beth0\s+inet 10\.0\.2\.15/24", addr), addr
     assert re.search(r"\bib0\s+inet 10\.0\.200\.5/16", addr), addr
+    if sc.variant != "std":
+        late_address_after_check(r)
+        kvp = H.KVP_POOL in r.text("find_etc.txt").splitlines()
+        assert kvp == (sc.variant == "race"), r.text("find_etc.txt")
+        assert "OS.EnableRDMA=y" in (r.file("/etc/waagent.conf") or "")
     # an IB peer keeps routing over ib0 whatever we do
     assert route_dev(r, "10.0.77.1") == "ib0", r.text("route_get_10.0.77.1.txt")
 
@@ -72,9 +114,9 @@ def assert_cloud_init_done(r: H.BootResult, key_present: bool) -> None:
     assert re.search(r"^status: done\s*$", status, re.M), status
     if rc == 0:
         return
-    # Debian 13 / cloud-init 25.1: an unknown top-level key gives "degraded
-    # done" and exit code 2 (NOTES §3). Accept that, and only that.
-    assert r.suite == "trixie" and key_present and rc == 2, f"rc={rc}\n{status}"
+    # Debian 13 / cloud-init 25.1 and forky / 26.2: an unknown top-level key
+    # gives "degraded done" and exit code 2 (NOTES §3, §7). Accept that, and only that.
+    assert r.suite in SCHEMA_WARNS and key_present and rc == 2, f"rc={rc}\n{status}"
     assert re.search(r"^extended_status: degraded done\s*$", status, re.M), status
     assert re.search(r"^errors: \[\]\s*$", status, re.M), status
     recoverable = re.findall(r"^\s+- (.*)$", status.split("recoverable_errors:", 1)[-1], re.M)
@@ -150,11 +192,8 @@ def cloud_init_log_lines(r: H.BootResult, *needles: str) -> list[str]:
 
 # --------------------------------------------------------------------------- scenarios
 
-@pytest.mark.vm_case("fixed")
-@pytest.mark.parametrize("suite", suites_for("fixed"))
-def test_fixed(boot):
-    """1. ND-isr with a static route and STRICT: fixed before the machine starts."""
-    r = boot
+def assert_fixed(r: H.BootResult) -> None:
+    """What a static route plus STRICT must give: fixed before the machine starts."""
     assert_guest_baseline(r)
     routes = r.text("routes.txt")
     assert re.search(r"^10\.0\.5\.0/24 via 10\.0\.2\.2 dev eth0\b", routes, re.M), routes
@@ -171,6 +210,20 @@ def test_fixed(boot):
     assert_machine_running(r)
     assert_ordered_after_checks(r)
     assert_cloud_init_done(r, key_present=True)
+
+
+@pytest.mark.vm_case("fixed")
+@pytest.mark.parametrize("suite", suites_for("fixed"))
+def test_fixed(boot):
+    """1. ND-isr with a static route and STRICT (the .deb): fixed before the machine starts."""
+    assert_fixed(boot)
+
+
+@pytest.mark.vm_case("pip_fixed")
+@pytest.mark.parametrize("suite", suites_for("pip_fixed"))
+def test_pip_fixed(boot):
+    """1, installed with pip into /usr/local as the README's pip path says: the same holds."""
+    assert_fixed(boot)
 
 
 @pytest.mark.vm_case("guard")
@@ -274,3 +327,91 @@ def test_invalid_strict(boot):
     else:
         assert ours_written(r) == [], ours_written(r)
         assert_machine_running(r)
+
+
+# --------------------------------------------------------------------------- issue 12: the race
+# ib0's address (10.0.200.5/16) is added after cloud-final and after our check
+# (vmtest-late-ipoib.service, standing in for WALinuxAgent); every route
+# lookup below was made after it came (late_address_after_check).
+
+PENDING = "10.0.0.0/16 on ib0, from KVP IPoIB_Data, not yet assigned"
+
+
+def check_status(r: H.BootResult) -> dict:
+    """The check's status.json, as it was at collection time."""
+    text = r.file(f"{MARKER_DIR}/status.json")
+    assert text, "status.json missing"
+    return json.loads(text)
+
+
+def assert_anticipated(r: H.BootResult) -> dict:
+    """The check read the baked KVP pool and counted ib0's announced /16 as a route."""
+    ipoib = check_status(r)["ipoib"]
+    assert ipoib["anticipating"] is True, ipoib
+    assert "auto" in ipoib["rule"] and "EnableRDMA" in ipoib["rule"], ipoib["rule"]
+    assert ipoib["kvp"]["state"] == "ok", ipoib["kvp"]
+    assert ipoib["kvp"]["pairs"] == [{"mac": H.IB0_KVP_MAC, "address": "10.0.200.5"}], ipoib
+    assert [(p["route"], p["interface"]) for p in ipoib["pending"]] == [
+        ("10.0.0.0/16", "ib0")], ipoib["pending"]
+    journal = r.text("journal_ours.txt")
+    assert f"IPoIB: pending {PENDING}" in journal, journal
+    return ipoib
+
+
+@pytest.mark.vm_case("race_strict_nofix")
+@pytest.mark.parametrize("suite", suites_for("race_strict_nofix"))
+def test_race_strict_nofix(boot):
+    """STRICT, no fix, address late: the predicted shadow fails the gate; the machine
+    never starts, and the prediction came true (10.0.5.1 via ib0 once the address came)."""
+    r = boot
+    assert_guest_baseline(r)
+    assert_anticipated(r)
+    detected, ok = markers(r)
+    # upstream's line, although at check time the kernel sent 10.0.5.1 via eth0
+    assert detected is not None and OVERLAP_LINE in detected.splitlines(), detected
+    assert ok is None
+    (cidr,) = check_status(r)["cidrs"]
+    assert [f["culprit"] for f in cidr["shadowed"]] == [PENDING], cidr
+    assert_unit_result(r, H.UNIT_OVERLAP, "exit-code", 1)
+    assert_machine_never_started(r)
+    assert route_dev(r, "10.0.5.1") == "ib0", r.text("route_get_10.0.5.1.txt")
+    assert_cloud_init_done(r, key_present=True)
+
+
+@pytest.mark.vm_case("race_fixed")
+@pytest.mark.parametrize("suite", suites_for("race_fixed"))
+def test_race_fixed(boot):
+    """The fix, address late: the machine starts after the checks, and 10.0.5.1 still
+    routes via eth0 after the address came (the static route is more specific)."""
+    r = boot
+    assert_guest_baseline(r)
+    routes = r.text("routes.txt")
+    assert re.search(r"^10\.0\.5\.0/24 via 10\.0\.2\.2 dev eth0\b", routes, re.M), routes
+    assert re.search(r"^10\.0\.0\.0/16 dev ib0 proto kernel", routes, re.M), routes
+    assert route_dev(r, "10.0.5.1") == "eth0", r.text("route_get_10.0.5.1.txt")
+    assert_anticipated(r)
+    detected, ok = markers(r)
+    assert ok is not None and not (detected or "").strip(), detected
+    assert check_status(r)["ok"] is True
+    assert_unit_result(r, H.UNIT_OVERLAP, "success", 0)
+    assert_machine_running(r)
+    assert_ordered_after_checks(r)
+    assert_cloud_init_done(r, key_present=True)
+
+
+@pytest.mark.vm_case("race_nokvp")
+@pytest.mark.parametrize("suite", suites_for("race_nokvp"))
+def test_race_without_kvp_is_a_false_ok(boot):
+    """Negative control, no KVP pool: the gate passes on a table without the shadow,
+    the machine starts, and once the address came 10.0.5.1 routes via ib0."""
+    r = boot
+    assert_guest_baseline(r)
+    detected, ok = markers(r)
+    assert ok is not None and not (detected or "").strip(), detected
+    ipoib = check_status(r)["ipoib"]
+    # nothing to anticipate: the pool is missing, and the report says so
+    assert ipoib["kvp"]["state"] == "absent" and ipoib["pending"] == [], ipoib
+    assert_unit_result(r, H.UNIT_OVERLAP, "success", 0)
+    assert_machine_running(r)
+    assert_ordered_after_checks(r)
+    assert route_dev(r, "10.0.5.1") == "ib0", r.text("route_get_10.0.5.1.txt")

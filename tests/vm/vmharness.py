@@ -48,9 +48,16 @@ VM_MEMORY_MB = int(os.environ.get("HR_VM_MEMORY", "1536"))
 BASE_RECIPE_VERSION = 1
 
 SUITES = {
-    # suite: (debian release, init-stage unit of cloud-init)
-    "bookworm": {"release": "12", "init_unit": "cloud-init.service"},
-    "trixie": {"release": "13", "init_unit": "cloud-init-network.service"},
+    # suite: Debian release (how /etc/debian_version starts), init-stage unit of
+    # cloud-init, extra mmdebstrap options
+    "bookworm": {"release": "12", "init_unit": "cloud-init.service", "mmdebstrap": []},
+    "trixie": {"release": "13", "init_unit": "cloud-init-network.service", "mmdebstrap": []},
+    # forky is Debian testing: its Release file is short-lived (Valid-Until a
+    # few days ahead), and the archive reachable here may serve one past its
+    # Valid-Until, which apt then refuses.  The signature is still checked;
+    # only the expiry is ignored, and for this suite only (as in tests/deb).
+    "forky": {"release": "forky", "init_unit": "cloud-init-network.service",
+              "mmdebstrap": ['--aptopt=Acquire::Check-Valid-Until "false"']},
 }
 
 BASE_PACKAGES = [
@@ -73,6 +80,14 @@ IB0_MAC = "52:54:00:00:1b:01"
 ETH0_ADDR = "10.0.2.15/24"
 ETH0_GW = "10.0.2.2"
 IB0_ADDR = "10.0.200.5/16"
+# The Hyper-V KVP pool the host writes (hv_kvp_daemon) and WALinuxAgent reads
+# for the IPoIB addresses it assigns later (issue 12, NOTES §4).
+KVP_POOL = "/var/lib/hyperv/.kvp_pool_0"
+# A KVP MAC is the link's address as 12 upper-case hex digits, no separators.
+IB0_KVP_MAC = IB0_MAC.replace(":", "").upper()
+LATE_UNIT = "vmtest-late-ipoib.service"
+# How long the stand-in for waagent waits before it assigns ib0's address.
+LATE_DELAY_S = 20
 ROOT_LABEL = "hrvmroot"
 MACHINE = "m1"
 
@@ -189,7 +204,8 @@ def file_lock(path: Path):
 
 def base_key(suite: str) -> str:
     blob = json.dumps({"suite": suite, "packages": sorted(BASE_PACKAGES), "variant": "minbase",
-                       "mirror": MIRROR, "recipe": BASE_RECIPE_VERSION}, sort_keys=True)
+                       "mirror": MIRROR, "recipe": BASE_RECIPE_VERSION,
+                       "options": SUITES[suite]["mmdebstrap"]}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -204,7 +220,7 @@ def base_tar(suite: str) -> Path:
         tmp = path.with_suffix(".tar.partial")
         with TIMINGS.stage(f"{suite}: mmdebstrap base (cold cache)"):
             run(["mmdebstrap", "--variant=minbase", "--mode=root", "--format=tar",
-                 "--aptopt=Acquire::Retries \"3\"",
+                 "--aptopt=Acquire::Retries \"3\"", *SUITES[suite]["mmdebstrap"],
                  "--include=" + ",".join(BASE_PACKAGES), suite, str(tmp), MIRROR],
                 timeout=1800)
         os.replace(tmp, path)
@@ -251,6 +267,23 @@ def build_wheel(outdir: Path) -> Path:
             return wheels[-1]
         errors.append(f"{py}: rc={p.returncode}\n{p.stderr[-2000:]}")
     raise HarnessError("could not build the wheel:\n" + "\n".join(errors))
+
+
+def build_deb(outdir: Path) -> Path:
+    """Build the .deb from the working tree with ``scripts/build-deb`` (as tests/deb does).
+
+    HR_VM_DEB (or HR_DEB, the deb suite's variable) = /path/to.deb uses a prebuilt one.
+    """
+    pre = os.environ.get("HR_VM_DEB") or os.environ.get("HR_DEB")
+    if pre:
+        p = Path(pre)
+        if not p.is_file():
+            raise HarnessError(f"HR_VM_DEB/HR_DEB={pre} does not exist")
+        return p
+    outdir.mkdir(parents=True, exist_ok=True)
+    with TIMINGS.stage("deb build (scripts/build-deb)"):
+        p = run([str(REPO_ROOT / "scripts" / "build-deb"), str(outdir)], timeout=600)
+    return Path(p.stdout.strip().splitlines()[-1])
 
 
 # --------------------------------------------------------------------------
@@ -305,12 +338,77 @@ KillSignal=SIGUSR2
 
 M1_OS_RELEASE = 'NAME="vmtest busybox machine"\nID=busybox\nPRETTY_NAME="busybox m1"\n'
 
+# The race variants (issue 12): ib0 comes up without an address; the address
+# is added late by LATE_UNIT, as WALinuxAgent (OS.EnableRDMA=y) does on Azure
+# HPC images after cloud-init has finished.
+IB0_NETWORK_LATE = """\
+# vmtest: ib0 up, no address yet: it comes later from vmtest-late-ipoib.service
+[Match]
+Name=ib0
+
+[Link]
+RequiredForOnline=no
+
+[Network]
+LinkLocalAddressing=no
+IPv6AcceptRA=no
+"""
+
+# Ordered after cloud-final and after our oneshots: the address must arrive
+# after the check has judged, whatever the emulator's speed (waagent itself is
+# After=network-online.target and cloud-init and waits for the RDMA devices;
+# the sleep stands in for that wait). WantedBy cloud-final, not
+# multi-user.target (an ordering cycle, as for the evidence unit).
+LATE_SERVICE = f"""\
+[Unit]
+Description=vmtest: add ib0's IPoIB address late, as WALinuxAgent does
+After=cloud-final.service {UNIT_STATIC} {UNIT_OVERLAP} {UNIT_MACHINE}
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sleep {LATE_DELAY_S}
+ExecStart=/sbin/ip addr add {IB0_ADDR} dev ib0
+
+[Install]
+WantedBy=cloud-final.service
+"""
+
+WAAGENT_CONF = """\
+# vmtest: what the Azure HPC images set; it makes the anticipate rule "auto" apply
+OS.EnableRDMA=y
+"""
+
+
+def kvp_record(key: str, value: str) -> bytes:
+    """One record of a Hyper-V KVP pool file: 512-byte key, 2048-byte value, NUL-padded
+    (``struct kvp_record`` of the kernel's tools/hv/hv_kvp_daemon.c)."""
+    k, v = key.encode(), value.encode()
+    assert len(k) < 512 and len(v) < 2048
+    return k.ljust(512, b"\0") + v.ljust(2048, b"\0")
+
+
+KVP_POOL_BYTES = kvp_record("IPoIB_Data", f"NUMPAIRS:1|{IB0_KVP_MAC}:{IB0_ADDR.split('/')[0]}")
+
+# Per variant: files added to the image (path -> (content, mode)); None removes.
+VARIANTS: dict = {
+    "std": {"/etc/systemd/network/20-vmtest-ib0.network": (IB0_NETWORK, 0o644)},
+    "race": {"/etc/systemd/network/20-vmtest-ib0.network": (IB0_NETWORK_LATE, 0o644),
+             f"/etc/systemd/system/{LATE_UNIT}": (LATE_SERVICE, 0o644),
+             f"/etc/systemd/system/cloud-final.service.wants/{LATE_UNIT}":
+                 (f"/etc/systemd/system/{LATE_UNIT}", "symlink"),
+             "/etc/waagent.conf": (WAAGENT_CONF, 0o644),
+             KVP_POOL: (KVP_POOL_BYTES, 0o600)},
+}
+VARIANTS["race_nokvp"] = {k: v for k, v in VARIANTS["race"].items() if k != KVP_POOL}
+
 EVIDENCE_SERVICE = f"""\
 [Unit]
 Description=vmtest: collect first-boot evidence, then power off
 # After cloud-final (the last cloud-init stage). Pulled in by cloud-final via
 # WantedBy below: WantedBy=multi-user.target would be an ordering cycle.
-After=cloud-final.service {UNIT_STATIC} {UNIT_OVERLAP} {UNIT_MACHINE}
+# After the late IPoIB address of the race variants (absent elsewhere).
+After=cloud-final.service {UNIT_STATIC} {UNIT_OVERLAP} {UNIT_MACHINE} {LATE_UNIT}
 
 [Service]
 Type=oneshot
@@ -339,10 +437,12 @@ sleep 3
 date -u +%FT%TZ >"$E/collected_at"
 cat /proc/uptime >"$E/uptime"
 # (python start-ups cost seconds under TCG: keep them to the one that matters)
-cap versions.txt sh -c 'cat /etc/debian_version; uname -r
+cap versions.txt sh -c 'cat /etc/debian_version; uname -r; readlink -f /usr/bin/python3
   dpkg-query -W cloud-init systemd python3-pyroute2 python3-pip
+  dpkg-query -W -f "\${Package} \${Status}\n" cloudinit-hostrouting
   ls -d /usr/local/lib/python3*/dist-packages/cloudinit_hostrouting* \
-        /usr/local/bin/cloudinit-hostrouting'
+        /usr/local/bin/cloudinit-hostrouting \
+        /usr/lib/python3/dist-packages/cloudinit_hostrouting /usr/bin/cloudinit-hostrouting'
 cap routes.txt ip -4 route show table main
 cap routes_all.txt ip -4 route show table all
 cap addr.txt ip -4 -o addr show
@@ -357,7 +457,7 @@ for u in hostrouting-static-routes.service hostrouting-route-overlap.service \
          hostrouting-guard.service systemd-nspawn@m1.service \
          cloud-init-local.service cloud-init.service \
          cloud-init-network.service cloud-config.service cloud-final.service \
-         machines.target systemd-networkd.service; do
+         machines.target systemd-networkd.service vmtest-late-ipoib.service; do
   cap "show_$u.txt" systemctl show "$u"
   cap "cat_$u.txt" systemctl cat "$u"
 done
@@ -381,10 +481,10 @@ cap machinectl.txt machinectl list --no-pager
 cap journal_job_m1.json journalctl -b -o json --no-pager UNIT=systemd-nspawn@m1.service
 cap journal_ours.txt journalctl -b -o short-monotonic --no-pager \
   -u hostrouting-static-routes.service -u hostrouting-route-overlap.service \
-  -u systemd-nspawn@m1.service
+  -u systemd-nspawn@m1.service -u vmtest-late-ipoib.service
 cap journal_full.txt journalctl -b -o short-monotonic --no-pager
 cap find_etc.txt find /etc/systemd/system /etc/systemd/network /etc/cloudinit-hostrouting \
-  /etc/iproute2 /etc/cloud/cloud.cfg.d /run/cloudinit-hostrouting
+  /etc/iproute2 /etc/cloud/cloud.cfg.d /run/cloudinit-hostrouting /var/lib/hyperv /etc/waagent.conf
 mkdir -p "$E/files"
 for f in /etc/cloudinit-hostrouting /run/cloudinit-hostrouting \
          /etc/systemd/system/systemd-nspawn@.service.d \
@@ -392,7 +492,7 @@ for f in /etc/cloudinit-hostrouting /run/cloudinit-hostrouting \
          /etc/systemd/system/hostrouting-route-overlap.service \
          /var/log/cloud-init.log /var/log/cloud-init-output.log /etc/cloud/cloud.cfg.d \
          /etc/systemd/network /etc/iproute2 /var/lib/cloud/instance/sem \
-         /run/cloud-init/status.json /run/cloud-init/result.json; do
+         /run/cloud-init/status.json /run/cloud-init/result.json /etc/waagent.conf; do
   [ -e "$f" ] && cp -rL --preserve=mode,timestamps --parents "$f" "$E/files/" 2>/dev/null
 done
 echo ok >"$E/complete"
@@ -406,15 +506,27 @@ fi
 systemctl --no-block poweroff
 """
 
+# 1.-2. install the package and enable the module, the two ways the README
+# tells image bakers.
+INSTALL_DEB = r"""
+# apt, from the directory holding the .deb: the dependencies are in the base,
+# and postinst runs enable-module
+cd /root/vmtest && apt-get install -y ./{artifact}
+dpkg-query -W -f '${Status}\n' cloudinit-hostrouting | grep -qx 'install ok installed'
+test -s /etc/cloud/cloud.cfg.d/99_zz-cloudinit-hostrouting.cfg
+cd /
+"""
+INSTALL_PIP = r"""
+/usr/bin/python3 -m pip install --no-index --no-deps --break-system-packages /root/vmtest/{artifact}
+/usr/bin/python3 -m pip show cloudinit-hostrouting
+command -v cloudinit-hostrouting
+cloudinit-hostrouting enable-module
+"""
+
 CHROOT_SCRIPT = r"""
 set -eux
 export DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8
-# 1. install the package the way the README tells image bakers
-python3 -m pip install --no-index --no-deps --break-system-packages /root/vmtest/{wheel}
-python3 -m pip show cloudinit-hostrouting
-command -v cloudinit-hostrouting
-# 2. enable the module with the project's own command
-cloudinit-hostrouting enable-module
+{install}
 # 3. the node's nspawn machine, started at boot under machines.target
 M=/var/lib/machines/m1
 mkdir -p $M/bin $M/sbin $M/usr/bin $M/usr/sbin
@@ -452,27 +564,51 @@ def _write(path: Path, text: str, mode=0o644):
 class Image:
     suite: str
     dir: Path
-    disk: Path
     kernel: Path
     initrd: Path
-    wheel: Path
+    install: str
+    artifact: Path
+    disks: dict = field(default_factory=dict)
     install_log: str = ""
 
 
-def build_image(suite: str, wheel: Path, workdir: Path) -> Image:
-    """Unpack the cached base, install the wheel, enable module + machine, make a raw ext4."""
+def _place(root: Path, files: dict) -> list:
+    """Write a variant's files into ``root``; return the paths written."""
+    placed = []
+    for guest, (content, mode) in files.items():
+        target = root / guest.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_symlink() or target.exists():
+            target.unlink()
+        if mode == "symlink":
+            target.symlink_to(content)
+        elif isinstance(content, bytes):
+            target.write_bytes(content)
+            target.chmod(mode)
+        else:
+            _write(target, content, mode)
+        placed.append(target)
+    return placed
+
+
+def build_image(suite: str, install: str, artifact: Path, workdir: Path,
+                variants: tuple = ("std",)) -> Image:
+    """Unpack the cached base, install the package (``deb`` or ``pip``), enable
+    module + machine, then one raw ext4 disk per variant (only the variant's
+    files differ; none of them is in the initramfs)."""
+    if install not in ("deb", "pip"):
+        raise HarnessError(f"unknown install method {install!r}")
     tar = base_tar(suite)
-    d = workdir / f"image-{suite}"
+    d = workdir / f"image-{suite}-{install}"
     if d.exists():
         shutil.rmtree(d)
     root = d / "root"
     root.mkdir(parents=True)
-    with TIMINGS.stage(f"{suite}: image customise + mkfs"):
+    with TIMINGS.stage(f"{suite}/{install}: image customise + mkfs x{len(variants)}"):
         run(["tar", "--numeric-owner", "-xpf", str(tar), "-C", str(root)], timeout=600)
         (root / "root/vmtest").mkdir(parents=True, exist_ok=True)
-        shutil.copy2(wheel, root / "root/vmtest" / wheel.name)
+        shutil.copy2(artifact, root / "root/vmtest" / artifact.name)
         _write(root / "etc/systemd/network/10-vmtest-ib0.link", IB0_LINK)
-        _write(root / "etc/systemd/network/20-vmtest-ib0.network", IB0_NETWORK)
         _write(root / "etc/cloud/cloud.cfg.d/05-vmtest.cfg", CLOUD_VMTEST_CFG)
         m1 = root / "var/lib/machines" / MACHINE
         for sub in ("etc", "dev", "proc", "sys", "tmp", "run", "root", "var"):
@@ -482,7 +618,9 @@ def build_image(suite: str, wheel: Path, workdir: Path) -> Image:
         _write(root / f"etc/systemd/nspawn/{MACHINE}.nspawn", M1_NSPAWN)
         _write(root / f"etc/systemd/system/{EVIDENCE_UNIT}", EVIDENCE_SERVICE)
         _write(root / "usr/local/sbin/vmtest-evidence", EVIDENCE_SCRIPT, 0o755)
-        p = _chroot(root, CHROOT_SCRIPT.replace("{wheel}", wheel.name))
+        steps = (INSTALL_DEB if install == "deb" else INSTALL_PIP).replace(
+            "{artifact}", artifact.name)
+        p = _chroot(root, CHROOT_SCRIPT.replace("{install}", steps))
         install_log = p.stdout + p.stderr
         shutil.rmtree(root / "root/vmtest")
         (root / "etc/hostname").write_text("vmtest\n")
@@ -493,13 +631,20 @@ def build_image(suite: str, wheel: Path, workdir: Path) -> Image:
         kernel, initrd = d / "vmlinuz", d / "initrd.img"
         shutil.copy2(kernels[-1], kernel)
         shutil.copy2(initrds[-1], initrd)
-        disk = d / "root.img"
-        with open(disk, "wb") as fh:
-            fh.truncate(3 * 1024 ** 3)
-        run(["mkfs.ext4", "-q", "-F", "-L", ROOT_LABEL, "-d", str(root), str(disk)], timeout=600)
+        disks = {}
+        for variant in variants:
+            placed = _place(root, VARIANTS[variant])
+            disk = d / f"root-{variant}.img"
+            with open(disk, "wb") as fh:
+                fh.truncate(3 * 1024 ** 3)
+            run(["mkfs.ext4", "-q", "-F", "-L", ROOT_LABEL, "-d", str(root), str(disk)],
+                timeout=600)
+            for target in placed:
+                target.unlink()
+            disks[variant] = disk
         shutil.rmtree(root)
-    return Image(suite=suite, dir=d, disk=disk, kernel=kernel, initrd=initrd, wheel=wheel,
-                 install_log=install_log)
+    return Image(suite=suite, dir=d, kernel=kernel, initrd=initrd, install=install,
+                 artifact=artifact, disks=disks, install_log=install_log)
 
 
 # --------------------------------------------------------------------------
@@ -575,6 +720,17 @@ class BootResult:
                 out.append((e.get("JOB_TYPE", ""), e["JOB_RESULT"], str(e.get("MESSAGE", ""))))
         return out
 
+    def unit_runtimes(self) -> dict:
+        """Seconds from ExecMainStart to ExecMainExit of our oneshots (guest monotonic
+        clock, from ``systemctl show``); None for a unit that did not run."""
+        out = {}
+        for unit in (UNIT_STATIC, UNIT_OVERLAP):
+            props = self.show(unit)
+            start = int(props.get("ExecMainStartTimestampMonotonic") or 0)
+            end = int(props.get("ExecMainExitTimestampMonotonic") or 0)
+            out[unit] = (end - start) / 1e6 if start and end >= start else None
+        return out
+
     def serial_tail(self, n=80) -> str:
         if not self.serial_log.exists():
             return "(no serial log)"
@@ -642,26 +798,28 @@ def early_kernel_panic(serial: Path) -> bool:
     return "Kernel panic" in text and "Run /init as init process" not in text
 
 
-def boot(image: Image, scenario: str, user_data: str, workdir: Path, *, smp: int = VM_SMP,
-         timeout: int = BOOT_TIMEOUT, cpu: str | None = None) -> BootResult:
+def boot(image: Image, scenario: str, user_data: str, workdir: Path, *, variant: str = "std",
+         smp: int = VM_SMP, timeout: int = BOOT_TIMEOUT, cpu: str | None = None) -> BootResult:
     """First boot of `image` with `user_data` as NoCloud seed; collect evidence.
 
     A guest kernel that panics before it runs /init is an emulator flake, not a
     result: that boot is retried once, and said so.
     """
-    r = _boot_once(image, scenario, user_data, workdir, smp=smp, timeout=timeout, cpu=cpu)
+    r = _boot_once(image, scenario, user_data, workdir, variant=variant, smp=smp,
+                   timeout=timeout, cpu=cpu)
     if not r.evidence_ok and early_kernel_panic(r.serial_log):
         log(f"{image.suite}/{scenario}: guest kernel panicked before /init "
             f"(TCG flake; serial log kept as {r.dir.name}-panic); retrying once")
         keep = r.dir.with_name(r.dir.name + "-panic")
         shutil.rmtree(keep, ignore_errors=True)
         r.dir.rename(keep)
-        r = _boot_once(image, scenario, user_data, workdir, smp=smp, timeout=timeout, cpu=cpu)
+        r = _boot_once(image, scenario, user_data, workdir, variant=variant, smp=smp,
+                   timeout=timeout, cpu=cpu)
     return r
 
 
-def _boot_once(image: Image, scenario: str, user_data: str, workdir: Path, *, smp: int,
-               timeout: int, cpu: str | None) -> BootResult:
+def _boot_once(image: Image, scenario: str, user_data: str, workdir: Path, *, variant: str,
+               smp: int, timeout: int, cpu: str | None) -> BootResult:
     d = workdir / f"boot-{image.suite}-{scenario}"
     if d.exists():
         shutil.rmtree(d)
@@ -684,7 +842,7 @@ def _boot_once(image: Image, scenario: str, user_data: str, workdir: Path, *, sm
         "-nodefaults", "-display", "none", "-no-reboot",
         "-serial", f"file:{serial}", "-monitor", "none",
         "-kernel", str(image.kernel), "-initrd", str(image.initrd), "-append", cmdline,
-        "-drive", f"file={image.disk},if=virtio,format=raw,snapshot=on",
+        "-drive", f"file={image.disks[variant]},if=virtio,format=raw,snapshot=on",
         "-drive", f"file={seed},if=virtio,format=raw,readonly=on",
         "-drive", f"file={evidence_raw},if=none,id=ev,format=raw",
         "-device", "virtio-blk-pci,drive=ev,serial=evidence",
@@ -732,9 +890,32 @@ def _boot_once(image: Image, scenario: str, user_data: str, workdir: Path, *, sm
     evidence_raw.unlink(missing_ok=True)
     log(f"{image.suite}/{scenario}: qemu exited rc={rc} after {dt:.0f}s, "
         f"evidence={'yes' if evidence_ok else 'NO'}")
-    return BootResult(suite=image.suite, scenario=scenario, dir=d, serial_log=serial,
-                      evidence_dir=ev, returncode=rc, duration=dt, timed_out=timed_out,
-                      evidence_ok=evidence_ok)
+    result = BootResult(suite=image.suite, scenario=scenario, dir=d, serial_log=serial,
+                        evidence_dir=ev, returncode=rc, duration=dt, timed_out=timed_out,
+                        evidence_ok=evidence_ok)
+    if evidence_ok:
+        with TIMINGS.lock:
+            RUNTIMES[(image.suite, scenario)] = result.unit_runtimes()
+    return result
+
+
+# (suite, scenario) -> {unit: seconds or None}: printed in the suite summary (issue 11)
+RUNTIMES: dict = {}
+
+
+def runtimes_table() -> str:
+    """Our oneshots' runtimes per booted scenario, as the guest's systemd measured them."""
+    def fmt(v):
+        return f"{v:8.2f}s" if v is not None else "       -"
+    lines = [f"  {'suite/scenario':<32} {'static-routes':>13} {'route-overlap':>13}"]
+    for (suite, scenario), rt in sorted(RUNTIMES.items()):
+        lines.append(f"  {suite + '/' + scenario:<32} {fmt(rt[UNIT_STATIC]):>13} "
+                     f"{fmt(rt[UNIT_OVERLAP]):>13}")
+    ran = [v for rt in RUNTIMES.values() for v in rt.values() if v is not None]
+    if ran:
+        lines.append(f"  ({len(ran)} unit runs: min {min(ran):.2f}s, "
+                     f"median {sorted(ran)[len(ran) // 2]:.2f}s, max {max(ran):.2f}s)")
+    return "\n".join(lines)
 
 
 def new_workdir() -> Path:
