@@ -174,6 +174,8 @@ class Tables:
 
     def __init__(self, routes: Iterable[TableRoute], rules: Iterable[Rule]):
         self.routes = list(routes)
+        # Once, not per expected CIDR: analyze() asks for every one of them.
+        self.pending = [r for r in self.routes if r.pending is not None]
         self.rules = sorted(rules, key=lambda r: r.priority)
         self.by_prefix: Dict[Tuple[int, int], List[TableRoute]] = {}
         bounds: Dict[Tuple[int, int], bool] = {}  # (start, plen) -> passive only?
@@ -190,10 +192,6 @@ class Tables:
     def with_pending(self, pending: Iterable[PendingRoute]) -> Tables:
         """These tables plus routes that will appear (none already present is replaced)."""
         return Tables(self.routes + [p.route() for p in pending], self.rules)
-
-    @property
-    def pending(self) -> List[TableRoute]:
-        return [r for r in self.routes if r.pending is not None]
 
     def anticipate(self, address: IPAddress, answer: Answer) -> Answer:
         """The kernel's answer for ``address`` once the pending routes exist.
