@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, List
 
 from hrbench.fixtures import Hosts, cluster_cidr
-from hrbench.package import Package, interpreter_flags, snapshot
+from hrbench.package import Package, snapshot, unit_entry
 from hrbench.procs import sh
 from hrbench.workload import write_config
 
@@ -140,7 +140,7 @@ def main() -> int:
             "static_routes": {"enabled": True, "routes": [{"destination": cidr}]},
             "route_overlap": {"mode": "STRICT", "expected_cidrs": [cidr]},
             "guard": {"enabled": True}}, work / "config")
-        pkg.flags = interpreter_flags(execstart["guard"], pkg.python, "guard")
+        pkg.flags, pkg.entry = unit_entry(execstart["guard"], pkg.python, "guard")
         with hosts.fresh() as host:
             sh(*pkg.unit_argv(host.ns, "apply-routes", cfg), timeout=60, cwd=pkg.root,
                env=pkg.env())

@@ -1,7 +1,7 @@
 """``python3 -m cloudinit_hostrouting``: the same as the console script.
 
-The units use this form with an absolute interpreter path, so they work
-whether pip put the console script in /usr/bin or /usr/local/bin.
+The boot units do not come in this way but through ``unit.py`` (see there);
+this form is for humans, the guard and tests.
 
 Before exit, once the work is done, output flushed and sockets closed, every
 object left is moved out of the collector's reach (``gc.freeze``): the
@@ -14,8 +14,15 @@ import sys
 
 from .cli import main
 
-code = main()
-sys.stdout.flush()
-sys.stderr.flush()
-gc.freeze()
-sys.exit(code)
+
+def run() -> None:
+    """Run the command line in ``sys.argv`` and exit with its code."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    gc.freeze()
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    run()

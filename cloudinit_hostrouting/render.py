@@ -14,6 +14,7 @@ Why a drop-in per gated unit instead of upstream's ``Before=``/``RequiredBy=``:
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import List, NamedTuple, Optional
 
@@ -115,21 +116,27 @@ WantedBy=multi-user.target
 """
 
 
-# ExecStart= passes no interpreter flags, by measurement (instructions of a whole unit at
-# N=M=10 under valgrind, apply-routes / check-overlap, 116.9 M / 125.3 M without flags):
-# -I 116.2 M / 124.3 M (-0.7%: not worth losing PYTHONPATH and the working directory that
-# tests and the benchmark use); -X frozen_modules=on 116.9 M / 125.2 M (already the
-# default of an installed 3.11); -S 110.9 M / 117.6 M, but it drops the dist-packages
-# directories where Debian and pip put this package, so the unit could not import it.
+# The oneshots run ``PYTHON -I -S <package>/unit.py`` (unit.py says why), by measurement:
+# a bare start of Debian 12's /usr/bin/python3 here took 24.7 ms with ``site`` and 14.5 ms
+# with -S (median of 40; ``-X importtime`` puts site at 6-8 ms and ``-m``'s runpy with
+# importlib.util at 6-7 ms more).  The guard keeps ``-m``: it runs for hours and imports
+# pyroute2, which ``site`` must find.
+UNIT_SCRIPT_FLAGS = ("-I", "-S")
+
+
+def unit_script() -> str:
+    """The absolute path of unit.py in this very package (the copy that renders)."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "unit.py")
 
 
 def _oneshot(python: str, command: str, extra_wait: int = 0) -> str:
     """``extra_wait`` seconds join the command's one wait budget and its start timeout."""
     wait = f" --wait {DEFAULT_WAIT_S + extra_wait}" if extra_wait else ""
+    flags = " ".join(UNIT_SCRIPT_FLAGS)
     return f"""\
 Type=oneshot
 RemainAfterExit=yes
-ExecStart={python} -m cloudinit_hostrouting {command} --config {CONFIG_PATH}{wait}
+ExecStart={python} {flags} {unit_script()} {command} --config {CONFIG_PATH}{wait}
 TimeoutStartSec={START_TIMEOUT_S + extra_wait}
 """
 
@@ -214,8 +221,9 @@ def plan(cfg: HostRouting, python: Optional[str] = None) -> List[Entry]:
     it reads; the units; the enablement links last.
     """
     py = python or sys.executable
-    if not py.startswith("/") or any(c.isspace() or c in "\\\"'$%;" for c in py):
-        raise ValueError(f"interpreter path {py!r} cannot go into ExecStart= unquoted")
+    for what, path in (("interpreter", py), ("package", unit_script())):
+        if not path.startswith("/") or any(c.isspace() or c in "\\\"'$%;" for c in path):
+            raise ValueError(f"{what} path {path!r} cannot go into ExecStart= unquoted")
     entries = [Entry(f"{UNIT_DIR}/{unit}.d/{DROPIN_NAME}", gate_dropin(cfg.strict))
                for unit in cfg.gate_units]
     entries += [

@@ -12,7 +12,7 @@ import pytest
 from bench_support import BENCHMARKS  # noqa: F401  (puts hrbench on sys.path)
 from hrbench.baseline import CHECK_SH, apply_script, check_script
 from hrbench.imports import backend_of, import_profile, imported_modules, parse_importtime
-from hrbench.package import Package, interpreter_flags
+from hrbench.package import Package, unit_entry
 from hrbench.workload import destinations
 
 from cloudinit_hostrouting.render import check_unit, static_unit
@@ -59,40 +59,53 @@ def test_import_profile_medians() -> None:
     assert prof.children["json"] == [("json.decoder", 3.0)]
 
 
-def test_interpreter_flags_from_execstart() -> None:
+def test_unit_entry_from_execstart() -> None:
     line = "ExecStart=/usr/bin/python3 -m cloudinit_hostrouting apply-routes --config /e/c.json"
-    assert interpreter_flags(line, "/usr/bin/python3", "apply-routes") == ()
+    assert unit_entry(line, "/usr/bin/python3", "apply-routes") == (
+        (), ("-m", "cloudinit_hostrouting"))
     flagged = line.replace("python3 -m", "python3 -X frozen_modules=on -s -m")
-    assert interpreter_flags(flagged, "/usr/bin/python3", "apply-routes") == (
-        "-X", "frozen_modules=on", "-s")
+    assert unit_entry(flagged, "/usr/bin/python3", "apply-routes") == (
+        ("-X", "frozen_modules=on", "-s"), ("-m", "cloudinit_hostrouting"))
+    script = ("ExecStart=/usr/bin/python3 -I -S /usr/lib/python3/dist-packages/"
+              "cloudinit_hostrouting/unit.py check-overlap --config /e/c.json --wait 90")
+    assert unit_entry(script, "/usr/bin/python3", "check-overlap") == (
+        ("-I", "-S"), ("/usr/lib/python3/dist-packages/cloudinit_hostrouting/unit.py",))
 
 
 @pytest.mark.parametrize("line", [
     "ExecStart=/usr/bin/python3 -m cloudinit_hostrouting check-overlap --config F",
     "ExecStart=/usr/bin/python3.11 -m cloudinit_hostrouting apply-routes --config F",
     "ExecStart=/usr/bin/python3 /usr/bin/cloudinit-hostrouting apply-routes",
+    "ExecStart=/usr/bin/python3 -m other apply-routes --config F",
+    "ExecStart=/usr/bin/python3 -I -S /p/cloudinit_hostrouting/unit.py check-overlap",
 ])
-def test_interpreter_flags_refuse_another_shape(line: str) -> None:
+def test_unit_entry_refuses_another_shape(line: str) -> None:
     with pytest.raises(ValueError):
-        interpreter_flags(line, "/usr/bin/python3", "apply-routes")
+        unit_entry(line, "/usr/bin/python3", "apply-routes")
 
 
-def test_interpreter_flags_of_the_units_the_package_renders() -> None:
+def test_unit_entry_of_the_units_the_package_renders() -> None:
     """The benchmark reads the real ExecStart=; this fails if the unit's shape changes."""
     for text, command in ((static_unit("/usr/bin/python3"), "apply-routes"),
                           (check_unit("/usr/bin/python3"), "check-overlap")):
         line = next(x for x in text.splitlines() if x.startswith("ExecStart="))
-        assert isinstance(interpreter_flags(line, "/usr/bin/python3", command), tuple)
+        flags, entry = unit_entry(line, "/usr/bin/python3", command)
+        assert flags == ("-I", "-S") and entry[0].endswith("/cloudinit_hostrouting/unit.py")
 
 
 def test_unit_command_line() -> None:
-    pkg = Package(Path("/s"), "d", "/usr/bin/python3", ("-s",), {"HR_X": "1"})
+    pkg = Package(Path("/s"), "d", "/usr/bin/python3", ("-s",), extra_env={"HR_X": "1"})
     assert pkg.unit_argv("ns1", "check-overlap", Path("/c.json"), Path("/r"),
                          ("-X", "importtime")) == [
         "ip", "netns", "exec", "ns1", "/usr/bin/python3", "-s", "-X", "importtime", "-m",
         "cloudinit_hostrouting", "check-overlap", "--config", "/c.json", "--run-dir", "/r"]
     assert pkg.env()["HR_X"] == "1"
     assert "PYTHONPATH" not in pkg.env()
+    pkg = Package(Path("/s"), "d", "/usr/bin/python3", ("-I", "-S"), ("/s/x/unit.py",))
+    assert pkg.unit_argv("ns1", "apply-routes", Path("/c.json")) == [
+        "ip", "netns", "exec", "ns1", "/usr/bin/python3", "-I", "-S", "/s/x/unit.py",
+        "apply-routes", "--config", "/c.json"]
+    assert pkg.python_argv("ns1", "-c", "pass")[4:] == ["/usr/bin/python3", "-S", "-c", "pass"]
 
 
 def test_destinations_alternate_and_start_where_expected() -> None:

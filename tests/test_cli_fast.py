@@ -111,7 +111,7 @@ def _rendered_lines() -> List[List[str]]:
                  render.check_unit("/usr/bin/python3", wait_for_ipoib=60)):
         execstart = next(x for x in unit.splitlines() if x.startswith("ExecStart="))
         words = shlex.split(execstart.split("=", 1)[1])
-        lines.append(words[words.index("cloudinit_hostrouting") + 1:])
+        lines.append(words[next(i for i, w in enumerate(words) if w.endswith("/unit.py")) + 1:])
     return lines
 
 

@@ -309,9 +309,13 @@ def test_first_boot_writes_units_dropin_config_and_queues_without_blocking(
     assert first.log_lines("Running module host_routing (<module 'cc_host_routing' from ")
     assert first.log_lines("config-host_routing ran successfully")
 
+    # The units run, without site, unit.py of the very copy cloud-init imported.
+    shim_line = first.log_lines("Running module host_routing (<module 'cc_host_routing' from ")[0]
+    site_dir = shim_line.split(" from '", 1)[1].rsplit("/cc_host_routing.py", 1)[0]
     for path in OUR_UNIT_PATHS:
         unit = first.text(path)
-        assert "ExecStart=/usr/bin/python3 -m cloudinit_hostrouting " in unit
+        assert (f"ExecStart=/usr/bin/python3 -I -S {site_dir}/cloudinit_hostrouting/unit.py "
+                in unit), (site_dir, unit)
         assert f"--config {CONFIG}" in unit
         for user_value in ("10.0.5.0", "10.96.0.0", "172.16.1.2", "eth0"):
             assert user_value not in unit, f"user data in {path}"
@@ -493,17 +497,18 @@ def test_invalid_strict_config_fails_closed(new_sandbox: Callable[[], Sandbox]) 
     """
     sandbox = new_sandbox()
     sandbox.seed("iid-bad-strict", INVALID_STRICT)
-    check = ["/usr/bin/python3", "-m", "cloudinit_hostrouting", "check-overlap",
-             "--config", CONFIG, "--run-dir", "/run/cloudinit-hostrouting"]
-    apply = ["/usr/bin/python3", "-m", "cloudinit_hostrouting", "apply-routes",
-             "--config", CONFIG]
+    # Each unit's own ExecStart= line, word for word, as written at this boot.
+    check = ["/bin/sh", "-c", f"exec $(sed -n 's/^ExecStart=//p' {UNIT_DIR}/{CHECK}) "
+             "--run-dir /run/cloudinit-hostrouting"]
+    apply = ["/bin/sh", "-c", f"exec $(sed -n 's/^ExecStart=//p' {UNIT_DIR}/{STATIC})"]
     b = boot(sandbox, extra=[apply, check])
     assert b.log_lines(ERROR_PATH)
     assert b.log_lines("failing closed")
     assert b.stage_rcs()["init"] != 0
 
     for path in OUR_UNIT_PATHS:
-        assert "ExecStart=/usr/bin/python3 -m cloudinit_hostrouting " in b.text(path)
+        assert "ExecStart=/usr/bin/python3 -I -S /" in b.text(path)
+        assert "/cloudinit_hostrouting/unit.py " in b.text(path)
     for link in WANTS_LINKS:
         assert b.tree[link]["type"] == "link"
     for dropin in (NSPAWN_DROPIN, KUBELET_DROPIN):

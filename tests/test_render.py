@@ -144,7 +144,11 @@ def test_user_strings_appear_only_in_the_config_json(strict_root: Path) -> None:
 
 
 def test_units_run_the_cli_on_the_config_file_without_a_shell(strict_root: Path) -> None:
-    """ExecStart is an absolute interpreter running our module on the fixed config path."""
+    """ExecStart is an absolute interpreter, without site, running unit.py of the very
+    package that rendered it, on the fixed config path."""
+    import cloudinit_hostrouting
+
+    here = os.path.dirname(os.path.abspath(cloudinit_hostrouting.__file__))
     for unit, command in ((STATIC, "apply-routes"), (CHECK, "check-overlap")):
         service = unit_section((strict_root / SYSTEMD / unit).read_text(encoding="utf-8"),
                                "Service")
@@ -152,8 +156,9 @@ def test_units_run_the_cli_on_the_config_file_without_a_shell(strict_root: Path)
         (exec_start,) = service["ExecStart"]
         argv = exec_start.split()
         assert os.path.isabs(argv[0]) and os.access(argv[0], os.X_OK)
-        assert argv[1:] == ["-m", "cloudinit_hostrouting", command, "--config",
+        assert argv[1:] == ["-I", "-S", os.path.join(here, "unit.py"), command, "--config",
                             "/" + CONFIG_JSON]
+        assert os.path.isfile(argv[3])
 
 
 def test_check_is_ordered_after_static_routes(strict_root: Path) -> None:
@@ -383,7 +388,7 @@ def test_wait_for_ipoib_grows_the_checks_one_budget_and_timeout(tmp_path: Path) 
     assert render(tmp_path, raw, root)[0] == 0
     check = (root / SYSTEMD / CHECK).read_text()
     static = (root / SYSTEMD / STATIC).read_text()
-    assert re.search(r"^ExecStart=\S+ -m cloudinit_hostrouting check-overlap --config \S+ "
+    assert re.search(r"^ExecStart=\S+ -I -S \S+/unit\.py check-overlap --config \S+ "
                      r"--wait 75$", check, re.M), check
     assert "TimeoutStartSec=165\n" in check
     assert "--wait" not in static and "TimeoutStartSec=120\n" in static

@@ -16,7 +16,7 @@ from typing import Any, Dict, List
 
 from .fixtures import RUN, Hosts
 from .imports import backend_of, import_profile, imported_modules
-from .package import UNIT_COMMANDS, Package, check_importable, interpreter_flags
+from .package import UNIT_COMMANDS, Package, check_importable, unit_entry
 from .pairs import Side, rss_probe, run_baseline, run_ours
 from .procs import expect_ok, run_timed, timeout_for
 from .results import SizeResult
@@ -39,13 +39,13 @@ def unit_flags(pkg: Package, wl: Workload, override: Any) -> Dict[str, Any]:
     missing = [c for c in UNIT_COMMANDS if c not in wl.execstart]
     if missing:
         raise SystemExit(f"the package renders no unit running {', '.join(missing)}")
-    rendered = {c: list(interpreter_flags(wl.execstart[c], pkg.python, c)) for c in UNIT_COMMANDS}
+    rendered = {c: unit_entry(wl.execstart[c], pkg.python, c) for c in UNIT_COMMANDS}
     if rendered["apply-routes"] != rendered["check-overlap"]:
         raise SystemExit(f"the two units start the interpreter differently: {rendered}")
-    pkg.flags = tuple(override.split()) if override is not None else \
-        tuple(rendered["apply-routes"])
-    return {"execstart": wl.execstart, "rendered_flags": rendered["apply-routes"],
-            "measured_flags": list(pkg.flags)}
+    flags, pkg.entry = rendered["apply-routes"]
+    pkg.flags = tuple(override.split()) if override is not None else flags
+    return {"execstart": wl.execstart, "rendered_flags": list(flags),
+            "measured_flags": list(pkg.flags), "entry": list(pkg.entry)}
 
 
 def import_step(hosts: Hosts, pkg: Package, small: Workload, runs: int, work: Path
@@ -72,15 +72,22 @@ def import_step(hosts: Hosts, pkg: Package, small: Workload, runs: int, work: Pa
 def breakdown_step(hosts: Hosts, pkg: Package, small: Workload, runs: int, work: Path
                    ) -> Dict[str, List[float]]:
     """Interleaved (so every step sees the same load): bare start, the package's CLI import,
-    pyroute2's import on its own, and both whole units at N=M=10."""
-    steps = {"bare": "pass", "package": "import cloudinit_hostrouting.cli",
-             "pyroute2": "import pyroute2"}
+    pyroute2's import on its own, and both whole units at N=M=10.
+
+    The bare start has the units' flags, and is measured once more with none (``site``);
+    the CLI import ``helper_flags`` (the snapshot is in
+    the working directory); pyroute2 no flags, since without ``site`` it cannot be found:
+    it shows what importing it would add to a unit, as the guard pays it.
+    """
+    steps = {"bare": (pkg.flags, "pass"), "site": ((), "pass"),
+             "package": (pkg.helper_flags(), "import cloudinit_hostrouting.cli"),
+             "pyroute2": ((), "import pyroute2")}
     out: Dict[str, List[float]] = {k: [] for k in (*steps, "apply", "check")}
     with hosts.fresh() as host:
         for _ in range(max(runs, 5)):
-            for key, code in steps.items():
-                proc = run_timed(pkg.python_argv(host.ns, "-c", code), 60, cwd=pkg.root,
-                                 env=pkg.env())
+            for key, (flags, code) in steps.items():
+                argv = ["ip", "netns", "exec", host.ns, pkg.python, *flags, "-c", code]
+                proc = run_timed(argv, 60, cwd=pkg.root, env=pkg.env())
                 expect_ok(proc, f"python -c {code!r}")
                 out[key].append(proc.wall)
             for key, command in (("apply", "apply-routes"), ("check", "check-overlap")):

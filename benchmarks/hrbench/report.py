@@ -20,9 +20,13 @@ def machine_lines(info: Dict[str, str], data: Dict[str, Any]) -> List[str]:
     units = data.get("units", {})
     flags = " ".join(units.get("measured_flags", []))
     rendered = " ".join(units.get("rendered_flags", []))
+    entry = " ".join(units.get("entry", ["-m", "cloudinit_hostrouting"]))
+    if entry.endswith("/unit.py"):
+        entry = "<snapshot>/cloudinit_hostrouting/unit.py"
     unit_line = (f"Units run as `ip netns exec NS {info['python'].split()[0]}"
-                 f"{' ' + flags if flags else ''} -m cloudinit_hostrouting "
-                 "apply-routes|check-overlap --config F` (check-overlap with `--run-dir D`)")
+                 f"{' ' + flags if flags else ''} {entry} "
+                 "apply-routes|check-overlap --config F` (check-overlap with `--run-dir D`), "
+                 "as their rendered `ExecStart=`")
     if flags != rendered:
         unit_line += f"; NOTE: the rendered ExecStart= uses flags `{rendered or 'none'}`"
     backends = data.get("backend", {})
@@ -63,13 +67,17 @@ def firstboot_lines(data: Dict[str, Any]) -> List[str]:
 def breakdown_lines(bd: Dict[str, List[float]]) -> str:
     bare, pkg, pr2 = median(bd["bare"]), median(bd["package"]), median(bd["pyroute2"])
     apply, check = median(bd.get("apply", [])), median(bd.get("check", []))
+    # Runs before the units dropped site have no "site" step: their bare start had site.
+    site = median(bd["site"]) if bd.get("site") else bare
+    with_site = (f"; the same start with `site` (no flags) {fmt_s(site)} s"
+                 if bd.get("site") else "")
     return (f"Medians of {len(bd['bare'])} interleaved runs of each step under ip netns exec: "
-            f"bare interpreter start (`python3 -c pass`) {fmt_s(bare)} s; "
-            f"`import cloudinit_hostrouting.cli` {pkg - bare:+.3f} s over that; whole "
-            f"apply-routes (10 routes) {fmt_s(apply)} s and whole check-overlap (10 CIDRs) "
-            f"{fmt_s(check)} s, so past the CLI import (the unit's other imports, its work, "
-            f"teardown) {apply - pkg:+.3f} s and {check - pkg:+.3f} s. For comparison, "
-            f"`import pyroute2` alone costs {pr2 - bare:+.3f} s over a bare start.")
+            f"bare interpreter start with the units' flags (`python3 -c pass`) {fmt_s(bare)} s"
+            f"{with_site}; `import cloudinit_hostrouting.cli` {pkg - bare:+.3f} s over the bare "
+            f"start; whole apply-routes (10 routes) {fmt_s(apply)} s and whole check-overlap "
+            f"(10 CIDRs) {fmt_s(check)} s, so past the CLI import (the unit's other imports, its "
+            f"work, teardown) {apply - pkg:+.3f} s and {check - pkg:+.3f} s. For comparison, "
+            f"`import pyroute2` alone costs {pr2 - site:+.3f} s over a start with `site`.")
 
 
 def report(args: argparse.Namespace, info: Dict[str, str], data: Dict[str, Any],

@@ -103,7 +103,7 @@ def normalize(raw_path: str, config: str, python: str, units_out: str) -> None:
     lines = [line for entry in plan(cfg, python) if entry.text
              for line in entry.text.splitlines() if line.startswith("ExecStart=")]
     units = {command: line for command in ("apply-routes", "check-overlap", "guard")
-             for line in lines if f" {MODULE} {command} " in line}
+             for line in lines if f" {command} --config " in line}
     Path(units_out).write_text(json.dumps(units), encoding="utf-8")
 
 

@@ -193,11 +193,12 @@ def test_release_upgrade_keeps_the_deb_module_and_drops_pips(
     (line,) = [ln for ln in out.splitlines() if ln.startswith("CALLS=")]
     assert any(call[:1] == ["daemon-reload"] for call in json.loads(line[len("CALLS="):])), line
     unit = (root / "etc/systemd/system/hostrouting-route-overlap.service").read_text()
-    exec_start = re.search(r"^ExecStart=(\S+) -m cloudinit_hostrouting check-overlap (.*)$",
-                           unit, re.M)
+    # the unit runs the .deb's copy (the one handle ran from), word for word as written
+    exec_start = re.search(r"^ExecStart=(\S+) -I -S (\S+) check-overlap .*$", unit, re.M)
     assert exec_start and exec_start.group(1) == "/usr/bin/python3", unit
-    check = in_root_netns(root, f"{exec_start.group(1)} -m cloudinit_hostrouting check-overlap "
-                                f"{exec_start.group(2)} --run-dir /tmp/hr-run; echo rc=$?")
+    assert exec_start.group(2) == f"{DEB_PKG}/unit.py", unit
+    command = exec_start.group(0).split("=", 1)[1]
+    check = in_root_netns(root, f"{command} --run-dir /tmp/hr-run; echo rc=$?")
     # WARN with no default route in an empty namespace: reported, exit 0
     assert "rc=0" in check.stdout, check.stdout + check.stderr
     detected = root / "tmp/hr-run/route-overlap.detected"
