@@ -29,8 +29,9 @@ from cloudinit_hostrouting.records import NamedTuple as Lean
 
 SHIPPED = "from .records import NamedTuple\n"
 ORACLE = "from typing import NamedTuple\n"
-# Allowed to differ (records.py's docstring): typing's annotations are ForwardRefs.
-NOT_COMPARED = {"__annotations__", "__orig_bases__"}
+# Allowed to differ (records.py's docstring): typing's annotations are ForwardRefs (compared
+# below as such), kept from 3.14 on behind __annotate__ rather than in __annotations__.
+NOT_COMPARED = {"__annotations__", "__orig_bases__", "__annotate_func__", "__annotations_cache__"}
 
 
 def _record_modules() -> List[str]:
