@@ -35,19 +35,13 @@ from __future__ import annotations
 
 import bisect
 import ipaddress
-from typing import (
-    AbstractSet,
-    Callable,
-    Dict,
-    Iterable,
-    List,
-    NamedTuple,
-    Optional,
-    Sequence,
-    Tuple,
-)
 
 from .constants import MAIN_TABLE
+from .records import NamedTuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import AbstractSet, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 IPNetwork = ipaddress._BaseNetwork  # IPv4Network or IPv6Network
 IPAddress = ipaddress._BaseAddress

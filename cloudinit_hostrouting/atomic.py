@@ -13,7 +13,10 @@ from __future__ import annotations
 import errno
 import itertools
 import os
-from typing import Optional
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional
 
 _COUNTER = itertools.count()
 # Longer than any file we write; a bigger target is "different" without reading it all.

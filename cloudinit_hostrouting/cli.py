@@ -13,19 +13,19 @@ argparse's.
 from __future__ import annotations
 
 import errno
-import json
 import math
 import os
 import sys
 import types
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, cast
 
 from . import __version__
 from .config import ConfigError, HostRouting, load_file
 from .constants import DEFAULT_WAIT_S, KVP_POOL_PATH, RUN_DIR
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
+    from typing import Any, Callable, Dict, List, Optional, Tuple
 
     from .overlap import Unknown, Verdict
 
@@ -213,7 +213,9 @@ def cmd_check_overlap(args: argparse.Namespace) -> int:
 def _print_verdict(fmt: str, verdict: Verdict) -> int:
     """Print a verdict as json, prometheus or npd; return NPD's status (0 otherwise)."""
     if fmt == "json":
-        print(json.dumps(verdict.to_dict(), indent=2, sort_keys=True))
+        from .jsonio import dumps
+
+        print(dumps(verdict.to_dict()))
     elif fmt == "prometheus":
         from .signals import prometheus_text
 
@@ -351,6 +353,8 @@ def cmd_schema(args: argparse.Namespace) -> int:
     if args.markdown:
         print(markdown_reference(), end="")
     else:
+        import json
+
         print(json.dumps(HOST_ROUTING_SCHEMA, indent=2))
     return OK
 
@@ -538,8 +542,9 @@ def unit_args(argv: List[str]) -> Optional[argparse.Namespace]:
     if "config" not in found:
         return None
     handler = cmd_apply_routes if argv[0] == "apply-routes" else cmd_check_overlap
-    return cast("argparse.Namespace", types.SimpleNamespace(
-        command=argv[0], **{**defaults, **found}, handlers={argv[0]: handler}))
+    args: Any = types.SimpleNamespace(  # stands in for argparse's Namespace
+        command=argv[0], **{**defaults, **found}, handlers={argv[0]: handler})
+    return args
 
 
 def main(argv: Optional[List[str]] = None) -> int:

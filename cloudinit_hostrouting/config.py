@@ -14,11 +14,10 @@ at once so a user fixes their user-data in one round trip.
 from __future__ import annotations
 
 import ipaddress
-import json
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
 
 from .gates import refusal
 from .loader import FileError, load_path
+from .records import NamedTuple
 from .schema import (
     GATE_UNIT_SCHEMA,
     MAX_ADDRESS_TEXT,
@@ -32,10 +31,14 @@ from .schema import (
     show,
 )
 
-__all__ = ["ConfigError", "HostRouting", "Problem", "Route", "load_file", "parse"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Optional, Tuple, Union
 
-IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
-IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+    IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+    IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+
+__all__ = ["ConfigError", "HostRouting", "Problem", "Route", "load_file", "parse"]
 
 DEFAULT_GATE_UNITS = ("systemd-nspawn@.service",)
 WARN, STRICT = "WARN", "STRICT"
@@ -109,6 +112,8 @@ class HostRouting(NamedTuple):
 
     def to_json(self) -> str:
         """Stable text, so an unchanged config rewrites nothing."""
+        import json  # the module writes this; the units only read it (jsonio)
+
         return json.dumps({"host_routing": self.to_dict()}, indent=2, sort_keys=True) + "\n"
 
 
@@ -430,6 +435,8 @@ def failed_closed_json(err: ConfigError) -> str:
     that input was (non-string keys, recursion, 5,000-digit integers);
     ``ensure_ascii`` keeps even lone surrogates writable.
     """
+    import json  # the module's, not the units'
+
     return json.dumps({FAILED_CLOSED_KEY: {
         "why": "host_routing was invalid at first boot and asked for STRICT, so every "
                "gated unit stays blocked. Fix the user-data and boot a new instance.",

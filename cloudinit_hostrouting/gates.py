@@ -20,7 +20,9 @@ targets, which conflict with our units.
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional, Tuple
 
 # Unit types that are not started as a workload is.  Sockets, paths and slices
 # are ordered before sockets.target/paths.target/slices.target, which

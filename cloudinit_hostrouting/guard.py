@@ -35,7 +35,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Callable, List, Mapping, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Any, Callable, List, Mapping, Optional, Set, Tuple
 
 from .analysis import Tables, split_exact_clashes
 from .atomic import write_atomic
@@ -48,9 +48,12 @@ from .constants import (
     RTPROT_HOSTROUTING_AUTO,
 )
 from .netlink import PYROUTE2, Event, Kernel, Want
-from .overlap import Report, Unknown, Verdict, check, clear_verdict, write_markers
+from .overlap import Report, Unknown, check, clear_verdict, write_markers
 from .routes import Waiter, apply_routes
 from .signals import prometheus_text
+
+if TYPE_CHECKING:
+    from .overlap import Verdict
 
 QUIET_S = 0.05  # an event burst is over after this much silence...
 MAX_DEBOUNCE_S = 0.3  # ...or after this long, whichever comes first

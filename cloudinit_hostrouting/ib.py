@@ -23,12 +23,16 @@ Everything here is pure: links and addresses come from the kernel edge
 from __future__ import annotations
 
 import ipaddress
-from typing import Dict, FrozenSet, Iterable, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 from .analysis import PendingRoute
 from .constants import ARPHRD_INFINIBAND, IPOIB_PREFIXLEN
 from .kvp import SOURCE, Pair
+from .records import NamedTuple
 from .rtnl import Address, Link
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Set, Tuple
 
 BY_TYPE, BY_KVP_MAC, BY_NAME = "link type", "KVP MAC", "name"
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from typing import List, NamedTuple, Optional, Tuple
 
 from .constants import (
     IPOIB_KEY,
@@ -38,6 +37,11 @@ from .constants import (
     KVP_VALUE_SIZE,
     WAAGENT_CONF,
 )
+from .records import NamedTuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, Optional, Tuple
 
 RECORD_SIZE = KVP_KEY_SIZE + KVP_VALUE_SIZE
 SOURCE = f"KVP {IPOIB_KEY}"  # how reports name where a pending route comes from

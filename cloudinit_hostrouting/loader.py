@@ -24,11 +24,15 @@ duplicate keys, ``ConfigError`` naming each key's path.
 
 from __future__ import annotations
 
-import json
 from itertools import accumulate
-from typing import Any, List, NamedTuple, Optional, Tuple
 
+from . import jsonio
+from .records import NamedTuple
 from .schema import ConfigError, Problem, key_path
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, List, Optional, Tuple
 
 MAX_FILE_BYTES = 8 * 1024 * 1024
 MAX_INT_DIGITS = 100
@@ -80,8 +84,8 @@ def load_text(text: str) -> Any:
     """JSON if the text is JSON, else YAML; checked as the module docstring says."""
     duplicates: List[_Duplicate] = []
     try:
-        data = json.loads(text, parse_int=_json_int,
-                          object_pairs_hook=lambda pairs: _json_object(pairs, duplicates))
+        data = jsonio.loads(text, parse_int=_json_int,
+                            object_pairs_hook=lambda pairs: _json_object(pairs, duplicates))
     except _TooLong:
         raise _too_long_error(None) from None
     except RecursionError:

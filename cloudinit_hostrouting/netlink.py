@@ -22,18 +22,6 @@ import _socket as socket  # not socket.py: its enums and selectors cost ~2 ms at
 import errno
 import ipaddress
 import os
-from typing import (
-    TYPE_CHECKING,
-    Any,
-    Dict,
-    List,
-    NamedTuple,
-    Optional,
-    Sequence,
-    Set,
-    Tuple,
-    Union,
-)
 
 from . import rtnl
 from .analysis import Answer, Rule, TableRoute, Tables, own_region, split_exact_clashes
@@ -50,9 +38,13 @@ from .constants import (
     RTPROT_HOSTROUTING,
     RULE_ACTIONS,
 )
+from .records import NamedTuple
 from .rtnl import Address, Event, Link, Route, RouteOp
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
+
     from .pyroute2_backend import EventFeed, Pyroute2
 
 RTNL, PYROUTE2 = "rtnl", "pyroute2"
@@ -67,7 +59,8 @@ CREATED, REPLACED, UNCHANGED, NOT_IN_EFFECT = "created", "replaced", "unchanged"
 REFUSED, FAILED = "refused", "failed"
 INSTALLED = frozenset({CREATED, REPLACED, UNCHANGED, NOT_IN_EFFECT})
 
-Prefix = Tuple[int, int]  # (network address as an int, prefix length)
+if TYPE_CHECKING:
+    Prefix = Tuple[int, int]  # (network address as an int, prefix length)
 
 
 def family_of(version: int) -> int:

@@ -11,12 +11,16 @@ refused instead of taking it over (``Kernel.install``).
 from __future__ import annotations
 
 import time
-from typing import Callable, Dict, List, NamedTuple, Optional, Tuple, TypeVar
 
 from .config import HostRouting, Route
 from .netlink import FAILED, INSTALLED, DefaultRoute, Kernel, RouteError, Want
+from .records import NamedTuple
 
-T = TypeVar("T")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Dict, List, Optional, Tuple, TypeVar
+
+    T = TypeVar("T")
 POLL_S = 0.25
 
 

@@ -32,11 +32,15 @@ import contextlib
 import errno
 import os
 import struct
-from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, TypeVar, Union
 
 from .constants import MAIN_TABLE, RT_SCOPE_UNIVERSE, RTN_UNICAST
+from .records import NamedTuple
 
-T = TypeVar("T")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
+
+    T = TypeVar("T")
 
 NETLINK_ROUTE = 0
 SOL_NETLINK = 270

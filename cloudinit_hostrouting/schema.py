@@ -18,7 +18,12 @@ masking host bits) live in ``config.py``.
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, Iterator, List, NamedTuple
+
+from .records import NamedTuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, Iterator, List
 
 # Generous but bounded: 10,000 routes must work; a million is a mistake (or an
 # attack on a boot-critical unit) and gets a clear error instead.  The largest

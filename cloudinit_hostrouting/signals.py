@@ -10,9 +10,12 @@ finding: ``hostrouting_check_state{state="unknown"} 1`` (with
 from __future__ import annotations
 
 import time
-from typing import List, Optional, Tuple
+from typing import TYPE_CHECKING, List, Optional, Tuple
 
-from .overlap import Unknown, Verdict
+from .overlap import Unknown
+
+if TYPE_CHECKING:
+    from .overlap import Verdict
 
 # node-problem-detector custom plugin protocol: exit status and one short line.
 NPD_OK, NPD_NONOK, NPD_UNKNOWN = 0, 1, 2

@@ -23,6 +23,7 @@ import json
 import textwrap
 from dataclasses import dataclass, field
 from typing import (
+    TYPE_CHECKING,
     Any,
     Callable,
     Dict,
@@ -44,11 +45,14 @@ from .analysis import (
     split_exact_clashes,
 )
 from .azure_instance import choose_primary_nic, parse_instance, subnet_of
-from .config import STRICT, HostRouting, IPNetwork, Route, parse
+from .config import STRICT, HostRouting, Route, parse
 from .constants import MAIN_TABLE
 from .ib import IbLink, ipoib_state
 from .kvp import Pair
 from .rtnl import Address, Link
+
+if TYPE_CHECKING:
+    from .config import IPNetwork
 
 # Azure's usual IPoIB range.  Only assumed when nothing better is known: no IB
 # address assigned and no KVP IPoIB_Data announcing one.
