@@ -12,11 +12,13 @@ accelerator ``_json``, so this module drives ``_json`` as ``json`` would:
   again, for its message and position (Python 3.11's scanner cannot raise that
   error unless ``json.decoder`` is loaded; it fails with a SystemError instead).
 * ``dumps(obj)`` is ``json.dumps(obj, indent=2, sort_keys=True)``, byte for
-  byte, the form of status.json and ``--format json``.  Where ``_json``'s
+  byte, the form of ``--format json``.  Where ``_json``'s
   encoder indents (Python 3.13 on) it does the work, as in ``json``; before
   that ``json`` indents in Python, in ``json.encoder._make_iterencode``, which
   ``_encode_list``/``_encode_dict`` follow step for step, with strings escaped
   by the C ``encode_basestring_ascii`` as there.
+* ``dumps_line(obj)`` is ``json.dumps(obj, sort_keys=True)``, the one-line
+  status.json the check and the guard write: always the C encoder.
 
 Without ``_json`` both are ``json`` itself.  tests/test_jsonio.py holds both to
 ``json`` as the oracle.
@@ -107,6 +109,17 @@ def dumps(obj: Any) -> str:
     out: List[str] = []
     _encode(obj, out, "\n", {})
     return "".join(out)
+
+
+def dumps_line(obj: Any) -> str:
+    """``json.dumps(obj, sort_keys=True)``, byte for byte: one line, by the C encoder."""
+    if not _ACCELERATED:
+        import json
+
+        return json.dumps(obj, sort_keys=True)
+    if isinstance(obj, str):
+        return encode_basestring_ascii(obj)
+    return "".join(_c_encoder(None, ": ", True, ", ")(obj, 0))
 
 
 def _default(o: Any) -> Any:
@@ -219,11 +232,12 @@ def _encode_dict(dct: Any, out: List[str], newline: str, markers: Dict[int, Any]
     del markers[markerid]
 
 
-def _c_encoder(indent: Any, key_separator: str, sort_keys: bool) -> Any:
+def _c_encoder(indent: Any, key_separator: str, sort_keys: bool,
+               item_separator: str = ",") -> Any:
     """``_json``'s encoder as ``json.JSONEncoder.iterencode`` makes it (``indent`` is a
     string there from 3.13 on, where typeshed still says int)."""
-    return make_encoder({}, _default, encode_basestring_ascii, indent, key_separator, ",",
-                        sort_keys, False, True)
+    return make_encoder({}, _default, encode_basestring_ascii, indent, key_separator,
+                        item_separator, sort_keys, False, True)
 
 
 def _c_indents() -> bool:

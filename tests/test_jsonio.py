@@ -266,6 +266,8 @@ dumpable = st.recursive(scalars | odd, lambda inner: st.lists(inner, max_size=4)
 def check_dumps(value: Any) -> None:
     want = outcome(lambda: json.dumps(value, indent=2, sort_keys=True))
     assert outcome(lambda: jsonio.dumps(value)) == want
+    line = outcome(lambda: json.dumps(value, sort_keys=True))
+    assert outcome(lambda: jsonio.dumps_line(value)) == line
     out: List[str] = []  # the Python port, also where the C encoder indents instead
     assert outcome(lambda: (jsonio._encode(value, out, "\n", {}), "".join(out))[1]) == want
 
@@ -322,6 +324,14 @@ def test_negative_control_dumps(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(jsonio, "_INDENT", "   ")
     with pytest.raises(AssertionError):
         check_dumps({"a": [1]})
+
+
+def test_negative_control_dumps_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """...and a one-line encoder that differs: another item separator."""
+    real = jsonio._c_encoder
+    monkeypatch.setattr(jsonio, "_c_encoder", lambda indent, key, sort, item=",":
+                        real(indent, key, sort, ","))
+    assert jsonio.dumps_line({"a": [1, 2]}) != json.dumps({"a": [1, 2]}, sort_keys=True)
 
 
 PROBE = """
