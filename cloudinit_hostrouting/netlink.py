@@ -226,7 +226,24 @@ class Kernel:
 
     def answer(self, address: Any) -> Answer:
         """Ask the kernel where ``address`` goes (RTM_GETROUTE honours ip rules)."""
-        found = self.edge.get(family_of(address.version), str(address))
+        return self._answer_of(self.edge.get(family_of(address.version), str(address)))
+
+    def answers(self, addresses: Sequence[Any]) -> List[Answer]:
+        """``answer`` for each address, asked in batches, one family at a time.
+
+        Verifying 10,000 routes, or checking 4,096 CIDRs, asks that many
+        questions: one round trip each was most of the units' time.
+        """
+        out: Dict[int, Answer] = {}
+        for version in (4, 6):
+            picked = [i for i, address in enumerate(addresses) if address.version == version]
+            if picked:
+                found = self.edge.get_many(family_of(version),
+                                           [str(addresses[i]) for i in picked])
+                out.update(zip(picked, map(self._answer_of, found)))
+        return [out[i] for i in range(len(addresses))]
+
+    def _answer_of(self, found: Union[Route, int]) -> Answer:
         if isinstance(found, int):
             return Answer(None, LOOKUP_ERRORS.get(found, "error"))
         return Answer(self.ifname(_oif(found)), RTN_TYPES.get(found.type, str(found.type)))
@@ -398,18 +415,26 @@ class Kernel:
 
     def _verify(self, version: int, items: List[Tuple[int, Want]],
                 results: List[Installed]) -> None:
+        """Check that each route takes effect: every probe first, then one batched ask."""
         if not items:
             return
         tables = self.tables(version)
-        for i, want in items:
-            problem = self._effect(want, tables)
+        regions = [own_region(want.destination, tables) for _, want in items]
+        answers = iter(self.answers([probe for _, probe in regions if probe is not None]))
+        for (i, want), (holes, probe) in zip(items, regions):
+            answer = None if probe is None else next(answers)
+            problem = self._effect(want, tables, holes, probe, answer)
             if problem is not None:
                 results[i] = Installed(NOT_IN_EFFECT, problem)
 
-    def _effect(self, want: Want, tables: Tables) -> Optional[str]:
-        """None if ``want`` decides where its own region goes, else why not."""
-        holes, probe = own_region(want.destination, tables)
-        if probe is None:
+    def _effect(self, want: Want, tables: Tables, holes: Tuple[Any, ...], probe: Any,
+                answer: Optional[Answer]) -> Optional[str]:
+        """None if ``want`` decides where its own region goes, else why not.
+
+        ``holes`` and ``probe`` are its own region (``own_region``), ``answer``
+        the kernel's for the probe (None without a probe).
+        """
+        if probe is None or answer is None:
             covering = [str(rule.describe()) for rule in tables.rules if rule.network in holes]
             for hole in holes:
                 covering.extend(r.describe() for r in tables.by_prefix.get(
@@ -420,7 +445,6 @@ class Kernel:
             more = f" and {len(covering) - 1} more" if len(covering) > 1 else ""
             return (f"{want.describe()} is installed but never takes effect: more-specific "
                     f"routes cover all of it, e.g. {covering[0]}{more}")
-        answer = self.answer(probe)
         if answer.kind == "unicast" and answer.ifname == want.dev:
             return None
         where = f"via {answer.ifname}" if answer.kind == "unicast" else f"to {answer.kind}"

@@ -21,7 +21,7 @@ import os
 import queue
 import socket
 import threading
-from typing import Any, Dict, List, NamedTuple, Optional, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Union
 
 from .constants import MAIN_TABLE
 from .netlink import Batch, FeedError, Lost
@@ -110,6 +110,10 @@ class Pyroute2:
         except self.error as err:
             return int(err.code)
         return _route(next(iter(msgs)))
+
+    def get_many(self, family: int, addresses: Sequence[str]) -> List[Union[Route, int]]:
+        """``get`` for each address: pyroute2 waits for each answer anyway."""
+        return [self.get(family, address) for address in addresses]
 
     def execute(self, ops: List[RouteOp]) -> List[int]:
         """One request per change (pyroute2 waits for each ACK); the errno of each."""

@@ -3,9 +3,10 @@
 The stdlib codec (what the boot units use) and pyroute2 (``--netns``, the guard,
 azure-suggest) read the same namespace and install the same routes; the
 results must be equal field by field: links, addresses, route and rule dumps,
-the analysis tables, default routes, lookup answers, install results with their
-error texts, and the main tables afterwards.  pyroute2 runs twice, inside the
-namespace and entering it by name (``--netns``), so both ways in are covered.
+the analysis tables, default routes, lookup answers (one at a time and batched),
+install results with their error texts, and the main tables afterwards.
+pyroute2 runs twice, inside the namespace and entering it by name
+(``--netns``), so both ways in are covered.
 
 The namespaces are a fixed one holding every shape the codec decodes
 (multipath, RTA_VIA, tables above 255, link-local gateways, rule selectors,
@@ -141,10 +142,14 @@ def rich_wants(peer_ll: str) -> List[Dict[str, Any]]:
 
 
 def test_backends_agree_on_every_shape(rich: Rich) -> None:
-    request = {"answers": RICH_ANSWERS, "install": rich_wants(rich.peer_ll)}
+    request = {"answers": RICH_ANSWERS, "many": RICH_ANSWERS,
+               "install": rich_wants(rich.peer_ll)}
     codec, inside, by_name = every_way(rich.host, request)
     assert_same(codec, inside)
     assert_same(codec, by_name)
+    # Batched lookups (get_many) answer as single ones do, on every kind of answer.
+    assert codec["many"] == codec["answers"]
+    assert len({tuple(a) for a in codec["many"]}) >= 6
     # Not equal by being empty: the shapes are really there, decoded as ip(8) says.
     assert [s for s, _ in codec["installed"]] == [
         "created", "refused", "failed", "failed", "created", "created", "not-in-effect",
@@ -172,10 +177,10 @@ def rich_json(host: NDHost, prefix: str) -> List[Dict[str, Any]]:
 
 
 @pytest.mark.parametrize("fault", ["route-oif-id", "route-table-id", "rule-dst-dropped",
-                                   "hop-gateway-dropped"])
+                                   "hop-gateway-dropped", "lookups-shifted"])
 def test_negative_control_a_codec_bug_is_caught(rich: Rich, fault: str) -> None:
     """A planted codec bug makes the snapshots differ: the comparison can fail."""
-    request = {"answers": RICH_ANSWERS}
+    request = {"answers": RICH_ANSWERS, "many": RICH_ANSWERS}
     good = probe(rich.host, "pyroute2", request)
     assert_same(good, probe(rich.host, "rtnl", request))
     assert differences(good, probe(rich.host, "rtnl", request, fault=fault)) != []
@@ -206,9 +211,11 @@ def test_backends_agree_on_random_tables(prop_host: NDHost, routes: List[Any],
     _install(host, routes, rules)
     try:
         gateways = {"eth0": ETH_GW, "ib0": "10.0.0.1"}
+        answers = [str(ipaddress.IPv4Address(s)) for s in samples] + \
+            [str(net.network_address + 1) for net, _, _ in routes]
         request = {
-            "answers": [str(ipaddress.IPv4Address(s)) for s in samples]
-            + [str(net.network_address + 1) for net, _, _ in routes],
+            "answers": answers,
+            "many": answers,
             "install": [{"destination": str(net), "gateway": gateways[dev], "dev": dev}
                         for net, dev in wants],
         }
