@@ -236,10 +236,15 @@ class Tables:
 
     def inside(self, cidr: IPNetwork) -> List[Tuple[int, int]]:
         """Boundary prefixes strictly inside or equal to ``cidr``, in tree order."""
-        start, plen = _key(cidr)
-        end = start + cidr.num_addresses - 1
+        return self._inside(_key(cidr), cidr.max_prefixlen)
+
+    def _inside(self, key: Tuple[int, int], bits: int) -> List[Tuple[int, int]]:
+        start, plen = key
+        # The last address by arithmetic: ``num_addresses`` is a cached property, two
+        # more objects kept on every network asked (each of 10,000 routes verified).
+        end = start | ((1 << (bits - plen)) - 1)
         lo = bisect.bisect_left(self.starts, start)
-        hi = bisect.bisect_right(self.starts, end)
+        hi = bisect.bisect_right(self.starts, end, lo)
         return [p for p in self.prefixes[lo:hi] if p[1] >= plen]
 
     def culprit(self, address: IPAddress, answer: Answer) -> Optional[str]:
@@ -271,7 +276,7 @@ def _key(net: IPNetwork) -> Tuple[int, int]:
 
 
 def _network(start: int, plen: int, like: IPNetwork) -> IPNetwork:
-    return ipaddress.ip_network((start, plen)) if like.version == 4 else \
+    return ipaddress.IPv4Network((start, plen)) if like.version == 4 else \
         ipaddress.IPv6Network((start, plen))
 
 
@@ -283,11 +288,13 @@ def _tree(cidr: IPNetwork, tables: Tables) -> Tuple[List[Tuple[int, int]],
     they hold no region of their own.
     """
     root = _key(cidr)
-    inner = [p for p in tables.inside(cidr) if p != root]
+    bits = cidr.max_prefixlen
+    inner = [p for p in tables._inside(root, bits) if p != root]
+    if not inner:  # most expected CIDRs: nothing more specific inside
+        return [root], {root: []}
     nodes = [root] + [p for p in inner if not tables.passive[p]]
     children: Dict[Tuple[int, int], List[Tuple[int, int]]] = {n: [] for n in nodes}
     stack: List[Tuple[int, int]] = [root]
-    bits = cidr.max_prefixlen
     for pfx in inner:  # tree order: parents before children
         while not _contains(stack[-1], pfx, bits):
             stack.pop()
@@ -318,7 +325,8 @@ def regions(cidr: IPNetwork, tables: Tables) -> List[Region]:
     for node in nodes:
         holes, probe = _region(node, children[node], tables, cidr)
         if probe is not None:
-            out.append(Region(_network(node[0], node[1], cidr), holes, probe))
+            prefix = cidr if node == nodes[0] else _network(node[0], node[1], cidr)
+            out.append(Region(prefix, holes, probe))
     return out
 
 
@@ -329,9 +337,20 @@ def own_region(cidr: IPNetwork, tables: Tables) -> Tuple[Tuple[IPNetwork, ...],
     and the host's own addresses cover all of it).
 
     Asking the kernel about that probe tells whether the route takes effect.
+    Only the top of ``cidr``'s tree is needed: apply-routes asks this of every
+    route it installs, some of which hold thousands of others.
     """
-    _, children = _tree(cidr, tables)
-    return _region(_key(cidr), children[_key(cidr)], tables, cidr)
+    root = _key(cidr)
+    bits = cidr.max_prefixlen
+    kids = []
+    covered = -1  # the last address of the latest child that holds its own region
+    for start, plen in tables._inside(root, bits):
+        if start <= covered or (start, plen) == root:
+            continue  # inside that child (prefixes nest or are disjoint), or cidr itself
+        kids.append((start, plen))
+        if not tables.passive[(start, plen)]:
+            covered = start | ((1 << (bits - plen)) - 1)
+    return _region(root, kids, tables, cidr)
 
 
 def split_exact_clashes(networks: Iterable[IPNetwork],

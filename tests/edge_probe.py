@@ -24,7 +24,8 @@ import socket
 import sys
 from typing import Any, Callable, Dict, List, Optional
 
-from cloudinit_hostrouting import rtnl
+from cloudinit_hostrouting import netlink, rtnl
+from cloudinit_hostrouting.analysis import Tables
 from cloudinit_hostrouting.netlink import Kernel, Want
 
 NETLINK_EXT_ACK = 11
@@ -45,6 +46,8 @@ BREAKS: Dict[str, Callable[[], None]] = {
     # Takes every lookup a batch left unanswered as lost (ENOBUFS) instead of asking again.
     "no-lookup-resend": lambda: setattr(rtnl.Rtnl, "_lookups",
                                         _no_lookup_resend(rtnl.Rtnl._lookups)),
+    # Verifies a route by its first address, as if no more-specific prefix were inside it.
+    "own-region-no-holes": lambda: setattr(netlink, "own_region", _no_holes(netlink.own_region)),
     # Hands each batched answer to the next address (answers mapped by position, off by one).
     "lookups-shifted": lambda: setattr(rtnl.Rtnl, "get_many",
                                        _shifted(rtnl.Rtnl.get_many)),
@@ -57,6 +60,12 @@ def _no_lookup_resend(lookups: Callable[..., List[int]]) -> Callable[..., List[i
         for index in lookups(self, messages, chunk, found):
             found[index] = errno.ENOBUFS
         return []
+    return broken
+
+
+def _no_holes(own_region: Callable[..., Any]) -> Callable[..., Any]:
+    def broken(cidr: Any, tables: Any) -> Any:
+        return (), own_region(cidr, Tables([], []))[1]
     return broken
 
 
