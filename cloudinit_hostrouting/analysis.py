@@ -16,8 +16,9 @@ cluster is blackholed.  Here the route tables propose and the kernel decides:
 
 Cost: the partition is built with sorting and bisection, so the work is
 O((routes + CIDRs) log routes) plus one lookup per region, never routes x CIDRs.
-This module is pure: lookups arrive through a callable, so tests can drive it
-against the real kernel (in a namespace) or reason about it directly.
+This module is pure: lookups arrive through a callable (``analyze``), or as
+answers already asked in one batch (``regions`` then ``judge``), so tests can
+drive it against the real kernel (in a namespace) or reason about it directly.
 
 Pending routes (``PendingRoute``) are routes the kernel does not have yet but
 will: the connected /16 of an IPoIB address the host announced (kvp.py, ib.py)
@@ -408,10 +409,20 @@ def analyze(cidr: IPNetwork, tables: Tables, lookup: Callable[[IPAddress], Answe
     With pending routes in ``tables``, the answer is the one the kernel will give
     once they exist (``Tables.anticipate``).
     """
+    found = regions(cidr, tables)
+    return judge(found, [lookup(region.probe) for region in found], tables, expected_if)
+
+
+def judge(found: Sequence[Region], answers: Sequence[Answer], tables: Tables,
+          expected_if: str) -> List[Finding]:
+    """``analyze`` for regions whose probes the kernel has answered already, in order.
+
+    check-overlap computes the regions of every expected CIDR first and asks the
+    kernel about all their probes at once (``Kernel.answers``).
+    """
     findings = []
     anticipating = bool(tables.pending)
-    for region in regions(cidr, tables):
-        answer = lookup(region.probe)
+    for region, answer in zip(found, answers):
         if anticipating:
             answer = tables.anticipate(region.probe, answer)
         if answer.kind in PASSIVE_TYPES or (

@@ -30,7 +30,7 @@ import os
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple, Union
 
 from . import kvp
-from .analysis import Finding, Tables, analyze
+from .analysis import Finding, Tables, judge, regions
 from .atomic import write_atomic
 from .config import HostRouting, IPNetwork
 from .constants import KVP_POOL_PATH
@@ -365,13 +365,16 @@ def check(cfg: HostRouting, kernel: Kernel, waiter: Waiter,
             defaults[version] = kernel.default_from(tables[version])
     if ipoib.anticipating and ipoib.state.pending:
         tables[4] = tables[4].with_pending(ipoib.state.pending)
-    results = []
+    todo = []
     for cidr in cfg.expected_cidrs:
         default = defaults[cidr.version]
-        if default is None:
-            continue
-        findings = analyze(cidr, tables[cidr.version], kernel.answer, default.ifname)
-        results.append(CidrResult(cidr, default.ifname, findings))
+        if default is not None:
+            todo.append((cidr, default.ifname, regions(cidr, tables[cidr.version])))
+    # Every region's probe first, then one batched ask, not a round trip per region.
+    answers = iter(kernel.answers([region.probe for _, _, found in todo for region in found]))
+    results = [CidrResult(cidr, ifname, judge(found, [next(answers) for _ in found],
+                                              tables[cidr.version], ifname))
+               for cidr, ifname, found in todo]
     return Report(cfg.mode, defaults, results, tables, ipoib)
 
 
