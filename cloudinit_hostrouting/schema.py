@@ -386,7 +386,66 @@ def _type_ok(value: Any, name: str) -> bool:
 def check_shape(value: Any, node: Dict[str, Any] = HOST_ROUTING_SCHEMA,
                 path: str = "host_routing") -> List[Problem]:
     """Every way ``value`` breaks ``node``, each as a Problem with its path."""
+    if _clean(value, node):
+        return []
     return list(_walk(value, node, path))
+
+
+_COMPILED: Dict[str, Any] = {}
+
+
+def _pattern(text: str) -> Any:
+    """``text`` compiled once: ``re.fullmatch(text, ...)`` looks it up in re's cache
+    at every call, and the units match it against each of 10,000 routes."""
+    compiled = _COMPILED.get(text)
+    if compiled is None:
+        compiled = _COMPILED[text] = re.compile(text)
+    return compiled
+
+
+def _clean(value: Any, node: Dict[str, Any]) -> bool:
+    """True exactly when ``_walk(value, node, ...)`` finds nothing: its checks, in the
+    same terms, without building a path, a fix or a message for every value.
+
+    A valid config (what the units read at every boot) is checked by this alone;
+    ``_walk`` runs only on what fails here, to say why.
+    """
+    want = node.get("type")
+    if want and not _type_ok(value, want):
+        return False
+    if want == "object":
+        props = node.get("properties", {})
+        if any(key not in value for key in node.get("required", [])):
+            return False
+        closed = node.get("additionalProperties") is False
+        for key, sub in value.items():
+            if isinstance(key, str) and key in props:
+                if not _clean(sub, props[key]):
+                    return False
+            elif closed:
+                return False
+    elif want == "array":
+        limit = node.get("maxItems")
+        if limit is not None and len(value) > limit:
+            return False
+        seen = set()
+        unique = node.get("uniqueItems")
+        for item in value:
+            if unique and isinstance(item, (str, int)):
+                if item in seen:
+                    return False
+                seen.add(item)
+            if not _clean(item, node["items"]):
+                return False
+    elif want == "string":
+        if "maxLength" in node and len(value) > node["maxLength"]:
+            return False
+        if "pattern" in node and _pattern(node["pattern"]).fullmatch(value) is None:
+            return False
+    elif want == "integer":
+        if value < node.get("minimum", value) or value > node.get("maximum", value):
+            return False
+    return True
 
 
 def _walk(value: Any, node: Dict[str, Any], path: str) -> Iterator[Problem]:
@@ -426,7 +485,7 @@ def _walk(value: Any, node: Dict[str, Any], path: str) -> Iterator[Problem]:
             yield Problem(path, value, f"is longer than {node['maxLength']} characters", fix)
         # fullmatch, not search: "$" also matches before a final newline, so
         # search() would accept "eth0\n", or a YAML block scalar "STRICT\n".
-        elif "pattern" in node and not re.fullmatch(node["pattern"], value):
+        elif "pattern" in node and not _pattern(node["pattern"]).fullmatch(value):
             yield Problem(path, value, "is not valid here", fix)
     elif want == "integer":
         if value < node.get("minimum", value) or value > node.get("maximum", value):
