@@ -82,7 +82,8 @@ class CidrResult(NamedTuple):
         return out
 
     def to_dict(self) -> Dict[str, Any]:
-        head = self.bad[0] if self.bad else (self.findings[0] if self.findings else None)
+        bad = self.bad  # once: status.json holds 4,096 of these
+        head = bad[0] if bad else (self.findings[0] if self.findings else None)
         return {
             "cidr": str(self.cidr),
             "family": f"ipv{self.cidr.version}",
@@ -90,7 +91,7 @@ class CidrResult(NamedTuple):
             "interface": head.answer.ifname if head else None,
             "route_type": head.answer.kind if head else None,
             "expected_interface": self.expected_if,
-            "status": self.status,
+            "status": bad[0].status if bad else "ok",
             "shadowed": [{
                 "range": f.region.describe(),
                 "cidrs": [str(n) for n in f.region.networks()],
@@ -99,7 +100,7 @@ class CidrResult(NamedTuple):
                 "route_type": f.answer.kind,
                 "status": f.status,
                 "culprit": f.culprit,
-            } for f in self.bad],
+            } for f in bad],
         }
 
 
@@ -423,6 +424,8 @@ def write_markers(run_dir: str, verdict: Verdict) -> None:
         if other != name:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(run_dir, other))
-    write_atomic(os.path.join(run_dir, STATUS),
-                 json.dumps(verdict.to_dict(), indent=2, sort_keys=True) + "\n")
+    # One line: json's C encoder only writes without indent, and an indented
+    # status.json of 4,096 CIDRs cost check-overlap 20 ms more (--json still indents).
+    write_atomic(os.path.join(run_dir, STATUS), json.dumps(verdict.to_dict(), sort_keys=True)
+                 + "\n")
     write_atomic(os.path.join(run_dir, name), text)
