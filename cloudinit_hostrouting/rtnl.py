@@ -210,25 +210,38 @@ _NO_HOPS: Tuple[Hop, ...] = ()
 
 
 def parse_route(buf: memoryview, off: int, end: int) -> Route:
+    """One route message.  The attribute walk is ``_attrs`` written out in place,
+    the commonest attributes first: this runs for every route of every dump and
+    every lookup's answer, 30,000 times when apply-routes installs 10,000 routes."""
     family, dst_len, _, tos, table, proto, scope, rtype, _ = _RTMSG.unpack_from(buf, off)
     dst = gateway = prefsrc = oif = None
     metric, hops = 0, _NO_HOPS
-    for atype, start, stop in _attrs(buf, off + _RTMSG.size, end):
-        name = ROUTE_ATTRS.get(atype)
-        if name == "dst":
-            dst = socket.inet_ntop(family, buf[start:stop])
+    names, unpack_attr, unpack_u32, ntop = ROUTE_ATTRS, _ATTR.unpack_from, _U32.unpack_from, \
+        socket.inet_ntop
+    off += _RTMSG.size
+    while off + 4 <= end:
+        length, atype = unpack_attr(buf, off)
+        if length < 4:
+            break
+        name = names.get(atype & NLA_TYPE_MASK)
+        start, stop = off + 4, off + length
+        off += (length + 3) & ~3
+        if name is None:
+            continue
+        if name == "table":
+            table = unpack_u32(buf, start)[0]  # rtm_table says 252 above 255
+        elif name == "dst":
+            dst = ntop(family, buf[start:stop])
         elif name == "oif":
-            oif = _U32.unpack_from(buf, start)[0]
+            oif = unpack_u32(buf, start)[0]
         elif name == "gateway":
-            gateway = socket.inet_ntop(family, buf[start:stop])
+            gateway = ntop(family, buf[start:stop])
+        elif name == "metric":
+            metric = unpack_u32(buf, start)[0]
+        elif name == "prefsrc":
+            prefsrc = ntop(family, buf[start:stop])
         elif name == "via":
             gateway = _via(buf, start, stop)
-        elif name == "metric":
-            metric = _U32.unpack_from(buf, start)[0]
-        elif name == "prefsrc":
-            prefsrc = socket.inet_ntop(family, buf[start:stop])
-        elif name == "table":
-            table = _U32.unpack_from(buf, start)[0]  # rtm_table says 252 above 255
         elif name == "multipath":
             hops = _hops(buf, family, start, stop)
     return Route(family, table, dst, dst_len, tos, rtype, proto, scope, metric, oif, gateway,
@@ -282,6 +295,10 @@ def _attr(atype: int, data: bytes) -> bytes:
     return _ATTR.pack(4 + len(data), atype) + data + b"\0" * (-len(data) % 4)
 
 
+_U32_ATTR = struct.Struct("=HHI")  # an attribute holding one u32: header and value at once
+_MAIN_TABLE_ATTR = _U32_ATTR.pack(8, RTA_TABLE, MAIN_TABLE)
+
+
 def encode_route(op: RouteOp) -> Tuple[int, int, bytes]:
     """(message type, flags, body) of one route change in the main table."""
     if op.cmd == "delete":
@@ -289,8 +306,7 @@ def encode_route(op: RouteOp) -> Tuple[int, int, bytes]:
     else:
         msg_type, scope, rtype = RTM_NEWROUTE, RT_SCOPE_UNIVERSE, RTN_UNICAST
     parts = [_RTMSG.pack(op.family, op.dst_len, 0, 0, MAIN_TABLE, op.proto, scope, rtype, 0),
-             _attr(RTA_TABLE, _U32.pack(MAIN_TABLE)),
-             _attr(RTA_DST, socket.inet_pton(op.family, op.dst))]
+             _MAIN_TABLE_ATTR, _attr(RTA_DST, socket.inet_pton(op.family, op.dst))]
     if op.gateway is not None and ":" in op.gateway and op.family == socket.AF_INET:
         # An IPv4 route via an IPv6 next hop (RFC 5549), e.g. a default route learnt so.
         parts.append(_attr(RTA_VIA, _U16.pack(socket.AF_INET6)
@@ -298,9 +314,9 @@ def encode_route(op: RouteOp) -> Tuple[int, int, bytes]:
     elif op.gateway is not None:
         parts.append(_attr(RTA_GATEWAY, socket.inet_pton(op.family, op.gateway)))
     if op.oif is not None:
-        parts.append(_attr(RTA_OIF, _U32.pack(op.oif)))
+        parts.append(_U32_ATTR.pack(8, RTA_OIF, op.oif))
     if op.metric is not None:
-        parts.append(_attr(RTA_PRIORITY, _U32.pack(op.metric)))
+        parts.append(_U32_ATTR.pack(8, RTA_PRIORITY, op.metric))
     return msg_type, FLAGS[op.cmd], b"".join(parts)
 
 
