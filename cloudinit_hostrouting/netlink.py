@@ -240,21 +240,27 @@ class Kernel:
         out: Dict[int, Answer] = {}
         for version in (4, 6):
             picked = [i for i, address in enumerate(addresses) if address.version == version]
+            family = family_of(version)
             for first in range(0, len(picked), LOOKUP_CHUNK):
                 part = picked[first:first + LOOKUP_CHUNK]
-                found = self.edge.get_many(family_of(version), [str(addresses[i]) for i in part])
+                # inet_ntop of the bytes: str() of an ipaddress object costs four times more.
+                found = self.edge.get_many(family, [socket.inet_ntop(family, addresses[i].packed)
+                                                    for i in part])
                 out.update(zip(part, map(self._answer_of, found)))
         return [out[i] for i in range(len(addresses))]
 
     def _answer_of(self, found: Union[Route, int]) -> Answer:
         if isinstance(found, int):
             return Answer(None, LOOKUP_ERRORS.get(found, "error"))
-        return Answer(self.ifname(_oif(found)), RTN_TYPES.get(found.type, str(found.type)))
+        return Answer(self.ifname(_oif(found)), RTN_TYPES.get(found.type) or str(found.type))
 
-    def tables(self, version: int) -> Tables:
+    def tables(self, version: int, known: Sequence[Any] = ()) -> Tables:
         """All routes in tables that rules can reach, and rule selectors, of one family.
 
         One dump of each; the analysis indexes them once for every expected CIDR.
+        ``known`` are networks built already (the config's): a route with one of
+        their prefixes shares that object instead of building its own, which for
+        10,000 routes of ours saves 10,000 network objects.
         """
         rules, reachable = [], set()
         for rule in self.rules(version):
@@ -265,18 +271,26 @@ class Kernel:
                     RULE_ACTIONS.get(rule.action, f"action {rule.action}")
                 rules.append(Rule(ipaddress.ip_network(f"{rule.dst}/{rule.dst_len}"),
                                   rule.priority, verb))
-        routes = [self.table_route(r) for r in self.routes(version) if r.table in reachable]
+        networks = {_prefix(net): net for net in known if net.version == version}
+        routes = [self.table_route(r, networks) for r in self.routes(version)
+                  if r.table in reachable]
         return Tables(routes, rules)
 
-    def table_route(self, route: Route) -> TableRoute:
-        """A route as the analysis and every message describe it."""
+    def table_route(self, route: Route,
+                    networks: Optional[Dict[Prefix, Any]] = None) -> TableRoute:
+        """A route as the analysis and every message describe it (its network taken
+        from ``networks`` by prefix where it is there)."""
+        start = int.from_bytes(socket.inet_pton(route.family, route.dst), "big") \
+            if route.dst else 0
+        network = networks.get((start, route.dst_len)) if networks else None
         return TableRoute(
-            network=_network_of(route),
+            network=_network_of(route.family, start, route.dst_len) if network is None
+            else network,
             table=route.table,
-            kind=RTN_TYPES.get(route.type, str(route.type)),
+            kind=RTN_TYPES.get(route.type) or str(route.type),
             ifname=self.ifname(_oif(route)),
             gateway=route.gateway,
-            proto=PROTOS.get(route.proto, str(route.proto)),
+            proto=PROTOS.get(route.proto) or str(route.proto),
             scope_link=route.scope == RT_SCOPE_LINK,
             metric=route.metric,
         )
@@ -358,9 +372,10 @@ class Kernel:
                 results[i] = Installed(UNCHANGED, None)
                 continue
             dest = want.destination
-            ops.append(RouteOp("create" if holder is None else "replace",
-                               family_of(version), str(dest.network_address), dest.prefixlen,
-                               want.gateway, want.ifindex, want.metric, proto))
+            family = family_of(version)
+            ops.append(RouteOp("create" if holder is None else "replace", family,
+                               socket.inet_ntop(family, dest.network_address.packed),
+                               dest.prefixlen, want.gateway, want.ifindex, want.metric, proto))
             pending.append((i, want))
         raced = []
         for (i, want), op, code in zip(pending, ops, self.edge.execute(ops) if ops else []):
@@ -422,7 +437,7 @@ class Kernel:
         """Check that each route takes effect: every probe first, then one batched ask."""
         if not items:
             return
-        tables = self.tables(version)
+        tables = self.tables(version, [want.destination for _, want in items])
         regions = [own_region(want.destination, tables) for _, want in items]
         answers = iter(self.answers([probe for _, probe in regions if probe is not None]))
         for (i, want), (holes, probe) in zip(items, regions):
@@ -502,13 +517,12 @@ def _packed(address: str) -> bytes:
     return socket.inet_pton(socket.AF_INET6 if ":" in address else socket.AF_INET, address)
 
 
-def _network_of(route: Route) -> Any:
-    """The route's destination as an ``ipaddress`` network, built from its integer value:
+def _network_of(family: int, start: int, plen: int) -> Any:
+    """A route's destination as an ``ipaddress`` network, built from its integer value:
     half the cost of parsing ``dst/len`` text, once per route of every dump."""
-    start = int.from_bytes(socket.inet_pton(route.family, route.dst), "big") if route.dst else 0
-    if route.family == socket.AF_INET:
-        return ipaddress.IPv4Network((start, route.dst_len))
-    return ipaddress.IPv6Network((start, route.dst_len))
+    if family == socket.AF_INET:
+        return ipaddress.IPv4Network((start, plen))
+    return ipaddress.IPv6Network((start, plen))
 
 
 def _explain(code: int, gateway: str) -> str:

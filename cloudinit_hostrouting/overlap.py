@@ -352,17 +352,19 @@ def check(cfg: HostRouting, kernel: Kernel, waiter: Waiter,
     """
     tables: Dict[int, Tables] = {}
     defaults: Dict[int, Optional[DefaultRoute]] = {}
+    known = [*(route.destination for route in cfg.routes), *cfg.expected_cidrs]
     for version in sorted({c.version for c in cfg.expected_cidrs} | {4}):
         def dump(version: int = version) -> Optional[DefaultRoute]:
-            # One dump serves both the default route and the analysis.
-            tables[version] = kernel.tables(version)
+            # One dump serves both the default route and the analysis; the routes
+            # apply-routes installed share the config's network objects.
+            tables[version] = kernel.tables(version, known)
             return kernel.default_from(tables[version])
 
         defaults[version] = waiter.until(dump)
     ipoib = observe_ipoib(cfg, kernel, waiter, pool_path, root, ipoib_wait)
     if ipoib.wait is not None and ipoib.wait.waited_for:
         for version in tables:  # addresses arrived (or not): judge the table of now
-            tables[version] = kernel.tables(version)
+            tables[version] = kernel.tables(version, known)
             defaults[version] = kernel.default_from(tables[version])
     if ipoib.anticipating and ipoib.state.pending:
         tables[4] = tables[4].with_pending(ipoib.state.pending)
