@@ -61,8 +61,9 @@ LOOKUP_ERRORS = {errno.EINVAL: "blackhole", errno.EHOSTUNREACH: "unreachable",
                  errno.EACCES: "prohibit", errno.ENETUNREACH: "unreachable",
                  errno.EAGAIN: "throw"}
 OUR_PROTO_NAMES = frozenset(PROTOS[p] for p in OUR_PROTOS)
-# Addresses per batched ask: the kernel's full route records for at most this many
-# are alive at once (all 10,000 at once added 8 MiB to apply-routes' peak).
+# Addresses per batched ask, and routes per verification step: the kernel's full
+# route records, probes and answers for at most this many are alive at once (all
+# 10,000 at once added 8 MiB to apply-routes' peak).
 LOOKUP_CHUNK = 1024
 
 # What install() did with a route.  The first four leave it installed.
@@ -113,6 +114,10 @@ class Installed(NamedTuple):
     @property
     def installed(self) -> bool:
         return self.status in INSTALLED
+
+
+# What a change the kernel carried out made of its route: one record each, shared.
+DONE = {"create": Installed(CREATED, None), "replace": Installed(REPLACED, None)}
 
 
 class Lost(NamedTuple):
@@ -380,7 +385,7 @@ class Kernel:
         raced = []
         for (i, want), op, code in zip(pending, ops, self.edge.execute(ops) if ops else []):
             if code == 0:
-                results[i] = Installed(CREATED if op.cmd == "create" else REPLACED, None)
+                results[i] = DONE[op.cmd]
             elif code == errno.EEXIST and op.cmd == "create":
                 raced.append((i, want))
             else:
@@ -434,17 +439,20 @@ class Kernel:
 
     def _verify(self, version: int, items: List[Tuple[int, Want]],
                 results: List[Installed]) -> None:
-        """Check that each route takes effect: every probe first, then one batched ask."""
+        """Check that each route takes effect: the probes of LOOKUP_CHUNK routes at a
+        time first, then one batched ask for them."""
         if not items:
             return
         tables = self.tables(version, [want.destination for _, want in items])
-        regions = [own_region(want.destination, tables) for _, want in items]
-        answers = iter(self.answers([probe for _, probe in regions if probe is not None]))
-        for (i, want), (holes, probe) in zip(items, regions):
-            answer = None if probe is None else next(answers)
-            problem = self._effect(want, tables, holes, probe, answer)
-            if problem is not None:
-                results[i] = Installed(NOT_IN_EFFECT, problem)
+        for first in range(0, len(items), LOOKUP_CHUNK):
+            part = items[first:first + LOOKUP_CHUNK]
+            regions = [own_region(want.destination, tables) for _, want in part]
+            answers = iter(self.answers([probe for _, probe in regions if probe is not None]))
+            for (i, want), (holes, probe) in zip(part, regions):
+                answer = None if probe is None else next(answers)
+                problem = self._effect(want, tables, holes, probe, answer)
+                if problem is not None:
+                    results[i] = Installed(NOT_IN_EFFECT, problem)
 
     def _effect(self, want: Want, tables: Tables, holes: Tuple[Any, ...], probe: Any,
                 answer: Optional[Answer]) -> Optional[str]:
