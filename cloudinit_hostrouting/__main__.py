@@ -17,10 +17,11 @@ import sys
 # config's routes, the kernel's tables) and leave almost no cyclic garbage: the
 # collector's full passes over that set found nothing to free and were a sixth of
 # apply-routes' time at 10,000 routes.  The long-running guard keeps the collector.
+# (Before importing the CLI: the imports' own passes are saved too.)
 if sys.argv[1:2] in (["apply-routes"], ["check-overlap"]):
     gc.disable()
 
-from .cli import main  # after gc.disable: the imports' own passes are saved too
+from .cli import main
 
 code = main()
 sys.stdout.flush()

@@ -21,7 +21,7 @@ import os
 import queue
 import socket
 import threading
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Union
 
 from .constants import MAIN_TABLE
 from .netlink import Batch, FeedError, Lost
@@ -111,7 +111,7 @@ class Pyroute2:
             return int(err.code)
         return _route(next(iter(msgs)))
 
-    def get_many(self, family: int, addresses: Sequence[str]) -> List[Union[Route, int]]:
+    def get_many(self, family: int, addresses: List[str]) -> List[Union[Route, int]]:
         """``get`` for each address: pyroute2 waits for each answer anyway."""
         return [self.get(family, address) for address in addresses]
 

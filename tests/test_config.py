@@ -874,7 +874,7 @@ TIGHT_SCHEMA = tightened(schema.HOST_ROUTING_SCHEMA)
           suppress_health_check=[HealthCheck.too_slow])
 @given(value=shape_values(schema.HOST_ROUTING_SCHEMA), tight=shape_values(TIGHT_SCHEMA))
 def test_shape_shortcut_finds_what_the_walker_finds(value: Any, tight: Any) -> None:
-    """check_shape skips the walker for values its shortcut (``_clean``) finds clean:
+    """check_shape skips the walker for values its shortcut (``_compile``) finds clean:
     the walker itself, unchanged, must then find nothing either."""
     for raw, node in ((value, schema.HOST_ROUTING_SCHEMA), (tight, TIGHT_SCHEMA)):
         assert schema.check_shape(raw, node) == list(schema._walk(raw, node, "host_routing"))
@@ -883,9 +883,9 @@ def test_shape_shortcut_finds_what_the_walker_finds(value: Any, tight: Any) -> N
 def test_negative_control_a_shortcut_blind_to_lengths_is_caught(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Forgetting maxLength in the shortcut makes check_shape miss what the walker sees."""
-    clean = schema._clean
-    monkeypatch.setattr(schema, "_clean", lambda value, node: clean(
-        value, {k: v for k, v in node.items() if k != "maxLength"}))
+    compile_ = schema._compile
+    monkeypatch.setattr(schema, "_compile", lambda node: compile_(
+        {k: v for k, v in node.items() if k != "maxLength"}))
     raw = routes({"destination": "1" * 70})
     assert schema.check_shape(raw) != list(schema._walk(raw, schema.HOST_ROUTING_SCHEMA,
                                                         "host_routing"))

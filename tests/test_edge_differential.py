@@ -31,6 +31,8 @@ from hypothesis import strategies as st
 from netns import ETH6_GW, ETH_GW, NDHost
 from test_analysis_netns import ROUTE_KINDS, _flush, _install, _link_local, prefixes
 
+from cloudinit_hostrouting.netlink import Kernel
+
 PROBE = str(Path(__file__).with_name("edge_probe.py"))
 WAYS = (("rtnl", True), ("pyroute2", True), ("pyroute2", False))  # (backend, inside the ns)
 
@@ -167,6 +169,20 @@ def test_backends_agree_on_every_shape(rich: Rich) -> None:
     assert rules[51][6:] == ["10.1.0.0", 24, 0, 7, "eth0", None]
     assert rules[52][4:6] == ["10.202.0.0", 16] and rules[52][8] == 0x10
     assert rules[52][11] == "ib0"
+
+
+def test_tables_share_known_networks_and_change_nothing(rich: Rich) -> None:
+    """Kernel.tables with networks built already (the config's) reuses exactly those of a
+    route's prefix and family, and reads the tables as it does without them."""
+    net = ipaddress.ip_network
+    known = [net("10.200.0.0/16"), net("10.201.0.0/16"), net("10.204.0.0/16"),
+             net("fd00:200::/48"), net("10.250.0.0/16")]  # IPv6, and a prefix not there
+    with Kernel(rich.host.ns) as kernel:
+        plain, shared = kernel.tables(4), kernel.tables(4, known)
+    assert [r.describe() for r in shared.routes] == [r.describe() for r in plain.routes]
+    assert [r.describe() for r in shared.rules] == [r.describe() for r in plain.rules]
+    reused = {str(r.network) for r in shared.routes if any(r.network is k for k in known)}
+    assert reused == {"10.200.0.0/16", "10.201.0.0/16", "10.204.0.0/16"}
 
 
 def rich_json(host: NDHost, prefix: str) -> List[Dict[str, Any]]:
