@@ -307,8 +307,12 @@ def _tree(cidr: IPNetwork, tables: Tables) -> Tuple[List[Tuple[int, int]],
 
 def _region(node: Tuple[int, int], kids: Sequence[Tuple[int, int]], tables: Tables,
             like: IPNetwork) -> Tuple[Tuple[IPNetwork, ...], Optional[IPAddress]]:
-    holes = tuple(_network(s, p, like) for s, p in kids if not tables.passive[(s, p)])
-    probe = _representative(node, kids, like.max_prefixlen)
+    if kids:
+        holes = tuple(_network(s, p, like) for s, p in kids if not tables.passive[(s, p)])
+        probe = _representative(node, kids, like.max_prefixlen)
+    else:  # most routes and CIDRs: no hole, and the probe is upstream's network+1
+        start, plen = node
+        holes, probe = (), (start if plen == like.max_prefixlen else start + 1)
     if probe is None:
         return holes, None
     return holes, (ipaddress.IPv4Address(probe) if like.version == 4

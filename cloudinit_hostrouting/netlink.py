@@ -365,19 +365,21 @@ class Kernel:
         ops: List[RouteOp] = []
         pending: List[Tuple[int, Want]] = []
         taken: Set[Any] = set()  # main-table prefixes, for the refusals' advice
+        family = family_of(version)
         for i, want in items:
-            same = held.get(_prefix(want.destination), [])
-            foreign = [r for r in same if r.proto not in mine]
-            if foreign:
-                taken = taken or {self.table_route(r).network for r in main}
-                results[i] = Installed(REFUSED, self._refusal(want, foreign, taken))
-                continue
-            holder = _holder(same, want)
-            if holder is not None and _same(holder, want, proto):
-                results[i] = Installed(UNCHANGED, None)
-                continue
+            same = held.get(_prefix(want.destination))
+            holder = None
+            if same:  # at first boot no route has the prefix: nothing to weigh
+                foreign = [r for r in same if r.proto not in mine]
+                if foreign:
+                    taken = taken or {self.table_route(r).network for r in main}
+                    results[i] = Installed(REFUSED, self._refusal(want, foreign, taken))
+                    continue
+                holder = _holder(same, want)
+                if holder is not None and _same(holder, want, proto):
+                    results[i] = Installed(UNCHANGED, None)
+                    continue
             dest = want.destination
-            family = family_of(version)
             ops.append(RouteOp("create" if holder is None else "replace", family,
                                socket.inet_ntop(family, dest.network_address.packed),
                                dest.prefixlen, want.gateway, want.ifindex, want.metric, proto))
