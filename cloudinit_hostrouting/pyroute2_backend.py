@@ -111,6 +111,10 @@ class Pyroute2:
             return int(err.code)
         return _route(next(iter(msgs)))
 
+    def get_many(self, family: int, addresses: List[str]) -> List[Union[Route, int]]:
+        """``get`` for each address: pyroute2 waits for each answer anyway."""
+        return [self.get(family, address) for address in addresses]
+
     def execute(self, ops: List[RouteOp]) -> List[int]:
         """One request per change (pyroute2 waits for each ACK); the errno of each."""
         codes = []

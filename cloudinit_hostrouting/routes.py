@@ -83,6 +83,7 @@ class _Resolver:
         self.kernel, self.waiter = kernel, waiter
         self.defaults: Dict[Tuple[Optional[str], int], Optional[DefaultRoute]] = {}
         self.indexes: Dict[str, Optional[int]] = {}
+        self.texts: Dict[object, str] = {}  # str() of each gateway, once (routes share few)
 
     def default(self, dev: Optional[str], version: int) -> Optional[DefaultRoute]:
         key = (dev, version)
@@ -95,6 +96,12 @@ class _Resolver:
         if dev not in self.indexes:
             self.indexes[dev] = self.waiter.until(lambda: self.kernel.ifindex(dev))
         return self.indexes[dev]
+
+    def text(self, gateway: object) -> str:
+        text = self.texts.get(gateway)
+        if text is None:
+            text = self.texts[gateway] = str(gateway)
+        return text
 
     def resolve(self, route: Route) -> Tuple[str, int, str]:
         """(dev, ifindex, gateway) for ``route``, or RouteError saying what is missing."""
@@ -110,9 +117,9 @@ class _Resolver:
                 raise RouteError(f"the default route on {found.ifname} has no gateway; "
                                  "set gateway explicitly")
             dev = found.ifname
-            gw_text = str(gateway) if gateway is not None else found.gateway
+            gw_text = self.text(gateway) if gateway is not None else found.gateway
         else:
-            gw_text = str(gateway)
+            gw_text = self.text(gateway)
         index = self.index(dev)
         if index is None:
             raise RouteError(f"interface {dev} does not exist")

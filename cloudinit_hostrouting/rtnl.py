@@ -18,6 +18,11 @@ Batches are where raw netlink is subtle, so the rules are explicit:
   that batch are sent again one at a time.  A create-exclusive sent again may
   then report EEXIST for a route it made itself; the caller decides (netlink.py
   compares the route found with the one asked for);
+* lookups (``get_many``) are batched the same way, each with its own sequence
+  number and exactly one answer (a route or an errno); after ENOBUFS, what
+  is unanswered, or answered with an error (a reply the kernel could not
+  queue fails its request with EAGAIN, which also means "throw"), is asked
+  again one at a time;
 * a dump flagged NLM_F_DUMP_INTR (the kernel's table changed while it was
   read) is read again, a bounded number of times.
 
@@ -209,25 +214,38 @@ _NO_HOPS: Tuple[Hop, ...] = ()
 
 
 def parse_route(buf: memoryview, off: int, end: int) -> Route:
+    """One route message.  The attribute walk is ``_attrs`` written out in place,
+    the commonest attributes first: this runs for every route of every dump and
+    every lookup's answer, 30,000 times when apply-routes installs 10,000 routes."""
     family, dst_len, _, tos, table, proto, scope, rtype, _ = _RTMSG.unpack_from(buf, off)
     dst = gateway = prefsrc = oif = None
     metric, hops = 0, _NO_HOPS
-    for atype, start, stop in _attrs(buf, off + _RTMSG.size, end):
-        name = ROUTE_ATTRS.get(atype)
-        if name == "dst":
-            dst = socket.inet_ntop(family, buf[start:stop])
+    names, unpack_attr, unpack_u32, ntop = ROUTE_ATTRS, _ATTR.unpack_from, _U32.unpack_from, \
+        socket.inet_ntop
+    off += _RTMSG.size
+    while off + 4 <= end:
+        length, atype = unpack_attr(buf, off)
+        if length < 4:
+            break
+        name = names.get(atype & NLA_TYPE_MASK)
+        start, stop = off + 4, off + length
+        off += (length + 3) & ~3
+        if name is None:
+            continue
+        if name == "table":
+            table = unpack_u32(buf, start)[0]  # rtm_table says 252 above 255
+        elif name == "dst":
+            dst = ntop(family, buf[start:stop])
         elif name == "oif":
-            oif = _U32.unpack_from(buf, start)[0]
+            oif = unpack_u32(buf, start)[0]
         elif name == "gateway":
-            gateway = socket.inet_ntop(family, buf[start:stop])
+            gateway = ntop(family, buf[start:stop])
+        elif name == "metric":
+            metric = unpack_u32(buf, start)[0]
+        elif name == "prefsrc":
+            prefsrc = ntop(family, buf[start:stop])
         elif name == "via":
             gateway = _via(buf, start, stop)
-        elif name == "metric":
-            metric = _U32.unpack_from(buf, start)[0]
-        elif name == "prefsrc":
-            prefsrc = socket.inet_ntop(family, buf[start:stop])
-        elif name == "table":
-            table = _U32.unpack_from(buf, start)[0]  # rtm_table says 252 above 255
         elif name == "multipath":
             hops = _hops(buf, family, start, stop)
     return Route(family, table, dst, dst_len, tos, rtype, proto, scope, metric, oif, gateway,
@@ -281,6 +299,10 @@ def _attr(atype: int, data: bytes) -> bytes:
     return _ATTR.pack(4 + len(data), atype) + data + b"\0" * (-len(data) % 4)
 
 
+_U32_ATTR = struct.Struct("=HHI")  # an attribute holding one u32: header and value at once
+_MAIN_TABLE_ATTR = _U32_ATTR.pack(8, RTA_TABLE, MAIN_TABLE)
+
+
 def encode_route(op: RouteOp) -> Tuple[int, int, bytes]:
     """(message type, flags, body) of one route change in the main table."""
     if op.cmd == "delete":
@@ -288,8 +310,7 @@ def encode_route(op: RouteOp) -> Tuple[int, int, bytes]:
     else:
         msg_type, scope, rtype = RTM_NEWROUTE, RT_SCOPE_UNIVERSE, RTN_UNICAST
     parts = [_RTMSG.pack(op.family, op.dst_len, 0, 0, MAIN_TABLE, op.proto, scope, rtype, 0),
-             _attr(RTA_TABLE, _U32.pack(MAIN_TABLE)),
-             _attr(RTA_DST, socket.inet_pton(op.family, op.dst))]
+             _MAIN_TABLE_ATTR, _attr(RTA_DST, socket.inet_pton(op.family, op.dst))]
     if op.gateway is not None and ":" in op.gateway and op.family == socket.AF_INET:
         # An IPv4 route via an IPv6 next hop (RFC 5549), e.g. a default route learnt so.
         parts.append(_attr(RTA_VIA, _U16.pack(socket.AF_INET6)
@@ -297,10 +318,17 @@ def encode_route(op: RouteOp) -> Tuple[int, int, bytes]:
     elif op.gateway is not None:
         parts.append(_attr(RTA_GATEWAY, socket.inet_pton(op.family, op.gateway)))
     if op.oif is not None:
-        parts.append(_attr(RTA_OIF, _U32.pack(op.oif)))
+        parts.append(_U32_ATTR.pack(8, RTA_OIF, op.oif))
     if op.metric is not None:
-        parts.append(_attr(RTA_PRIORITY, _U32.pack(op.metric)))
+        parts.append(_U32_ATTR.pack(8, RTA_PRIORITY, op.metric))
     return msg_type, FLAGS[op.cmd], b"".join(parts)
+
+
+def encode_lookup(family: int, address: str) -> Tuple[int, int, bytes]:
+    """(message type, flags, body) of the RTM_GETROUTE lookup of one address."""
+    packed = socket.inet_pton(family, address)
+    return (RTM_GETROUTE, 0,
+            _RTMSG.pack(family, len(packed) * 8, 0, 0, 0, 0, 0, 0, 0) + _attr(RTA_DST, packed))
 
 
 def split(buf: memoryview, size: int) -> List[Tuple[int, int, int, int, int]]:
@@ -403,9 +431,7 @@ class Rtnl:
 
     def get(self, family: int, address: str) -> Union[Route, int]:
         """The kernel's route for ``address`` (RTM_GETROUTE), or the errno it answered."""
-        packed = socket.inet_pton(family, address)
-        body = _RTMSG.pack(family, len(packed) * 8, 0, 0, 0, 0, 0, 0, 0) + _attr(RTA_DST, packed)
-        [seq] = self._send([(RTM_GETROUTE, 0, body)])
+        [seq] = self._send([encode_lookup(family, address)])
         while True:
             for mtype, _, mseq, start, end in self._recv():
                 if mseq != seq:
@@ -414,6 +440,59 @@ class Rtnl:
                     return ack_error(self.view, start)
                 if mtype == RTM_NEWROUTE:
                     return parse_route(self.view, start, end)
+
+    def get_many(self, family: int, addresses: Sequence[str]) -> List[Union[Route, int]]:
+        """``get`` for each address, asked ``BATCH`` at a time instead of one round trip each.
+
+        apply-routes verifies every route it installs with a lookup, and 10,000
+        round trips were most of its time.  A batch whose answers the kernel
+        dropped (ENOBUFS) is finished one address at a time with ``get``; see
+        ``_lookups`` for which answers are kept.
+        """
+        found: Dict[int, Union[Route, int]] = {}
+        messages = [encode_lookup(family, address) for address in addresses]
+        for first in range(0, len(messages), BATCH):
+            chunk = list(range(first, min(first + BATCH, len(messages))))
+            for index in self._lookups(messages, chunk, found):
+                found[index] = self.get(family, addresses[index])
+        return [found[index] for index in range(len(messages))]
+
+    def _lookups(self, messages: Sequence[Tuple[int, int, bytes]], chunk: List[int],
+                 found: Dict[int, Union[Route, int]]) -> List[int]:
+        """Send the lookups of ``chunk`` in one datagram and read their answers; the
+        indexes to ask again.
+
+        Each lookup has exactly one answer, a route or an error, and the kernel
+        queues them inside sendmsg, as it does ACKs (see ``_batch``).  After
+        ENOBUFS the routes that did arrive are kept, and every lookup left
+        unanswered or answered with an error is asked again: a reply the kernel
+        could not queue fails the request with EAGAIN, which also means "throw".
+        """
+        seqs = self._send([messages[i] for i in chunk])
+        waiting = dict(zip(seqs, chunk))
+        errors: List[int] = []
+        recv_flags = 0
+        while waiting:
+            try:
+                answers = self._recv(recv_flags)
+            except BlockingIOError:
+                break
+            except OSError as err:
+                if err.errno != errno.ENOBUFS:
+                    raise
+                self.overruns += 1
+                recv_flags = socket.MSG_DONTWAIT
+                continue
+            for mtype, _, seq, start, end in answers:
+                if seq not in waiting:
+                    continue  # a stale answer to an earlier request
+                if mtype == NLMSG_ERROR:
+                    index = waiting.pop(seq)
+                    found[index] = ack_error(self.view, start)
+                    errors.append(index)
+                elif mtype == RTM_NEWROUTE:
+                    found[waiting.pop(seq)] = parse_route(self.view, start, end)
+        return sorted([*waiting.values(), *(errors if recv_flags else ())])
 
     def execute(self, ops: Sequence[RouteOp]) -> List[int]:
         """Carry out route changes in batches; the errno of each (0 when done)."""

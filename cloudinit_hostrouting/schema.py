@@ -391,7 +391,82 @@ def _type_ok(value: Any, name: str) -> bool:
 def check_shape(value: Any, node: Dict[str, Any] = HOST_ROUTING_SCHEMA,
                 path: str = "host_routing") -> List[Problem]:
     """Every way ``value`` breaks ``node``, each as a Problem with its path."""
+    if _compile(node)(value):
+        return []
     return list(_walk(value, node, path))
+
+
+_COMPILED: Dict[str, Any] = {}
+
+
+def _pattern(text: str) -> Any:
+    """``text`` compiled once: ``re.fullmatch(text, ...)`` looks it up in re's cache
+    at every call, and the units match it against each of 10,000 routes."""
+    compiled = _COMPILED.get(text)
+    if compiled is None:
+        compiled = _COMPILED[text] = re.compile(text)
+    return compiled
+
+
+def _compile(node: Dict[str, Any]) -> Any:  # a (value) -> bool test
+    """A test that is True exactly when ``_walk(value, node, ...)`` finds nothing: its
+    checks, in the same terms, with each node's keywords read once, not once per
+    value, and no path, fix or message built.
+
+    A valid config (what the units read at every boot) is checked by this alone;
+    ``_walk`` runs only on what fails it, to say why.  Made afresh for every
+    check, so it always follows the schema it is given.
+    """
+    want = node.get("type")
+    kind = _TYPES[want] if want else object
+    if want == "object":
+        props = {key: _compile(sub) for key, sub in node.get("properties", {}).items()}
+        required = node.get("required", [])
+        closed = node.get("additionalProperties") is False
+
+        def clean(value: Any) -> bool:
+            if not isinstance(value, dict) or any(key not in value for key in required):
+                return False
+            for key, sub in value.items():
+                test = props.get(key) if isinstance(key, str) else None
+                if test is not None:
+                    if not test(sub):
+                        return False
+                elif closed:
+                    return False
+            return True
+    elif want == "array":
+        limit, unique = node.get("maxItems"), node.get("uniqueItems")
+        item_clean = _compile(node["items"])
+
+        def clean(value: Any) -> bool:
+            if not isinstance(value, list) or (limit is not None and len(value) > limit):
+                return False
+            if unique:
+                seen = set()
+                for item in value:
+                    if isinstance(item, (str, int)):
+                        if item in seen:
+                            return False
+                        seen.add(item)
+            return all(map(item_clean, value))
+    elif want == "string":
+        longest = node.get("maxLength")
+        pattern = _pattern(node["pattern"]) if "pattern" in node else None
+
+        def clean(value: Any) -> bool:
+            return isinstance(value, str) and (longest is None or len(value) <= longest) \
+                and (pattern is None or pattern.fullmatch(value) is not None)
+    elif want == "integer":
+        low, high = node.get("minimum"), node.get("maximum")
+
+        def clean(value: Any) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool) \
+                and (low is None or value >= low) and (high is None or value <= high)
+    else:
+        def clean(value: Any) -> bool:
+            return isinstance(value, kind)
+    return clean
 
 
 def _walk(value: Any, node: Dict[str, Any], path: str) -> Iterator[Problem]:
@@ -431,7 +506,7 @@ def _walk(value: Any, node: Dict[str, Any], path: str) -> Iterator[Problem]:
             yield Problem(path, value, f"is longer than {node['maxLength']} characters", fix)
         # fullmatch, not search: "$" also matches before a final newline, so
         # search() would accept "eth0\n", or a YAML block scalar "STRICT\n".
-        elif "pattern" in node and not re.fullmatch(node["pattern"], value):
+        elif "pattern" in node and not _pattern(node["pattern"]).fullmatch(value):
             yield Problem(path, value, "is not valid here", fix)
     elif want == "integer":
         if value < node.get("minimum", value) or value > node.get("maximum", value):

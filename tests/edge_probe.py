@@ -5,23 +5,27 @@ A test helper, run as a process so the stdlib codec can run inside a namespace
 
     edge_probe.py BACKEND [--netns NAME] [--break FAULT] < request.json
 
-The request names addresses to look up and routes to install (by device
-name); the answer holds links, addresses, raw route and rule dumps, the
-analysis tables, default routes, lookup answers, install results and the main
-tables afterwards.  ``--break`` plants one codec bug first (a wrong or dropped
-attribute id), so tests can show that comparing two backends catches it.
+The request names addresses to look up (one at a time, and batched as
+``many``) and routes to install (by device name); the answer holds links,
+addresses, raw route and rule dumps, the analysis tables, default routes,
+lookup answers, install results and the main tables afterwards.  ``--break``
+plants one codec bug first (a wrong or dropped attribute id, a lost answer
+taken as lost for good, answers handed to the wrong address), so tests can
+show that comparing two backends, or the codec with the kernel, catches it.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import ipaddress
 import json
 import socket
 import sys
 from typing import Any, Callable, Dict, List, Optional
 
-from cloudinit_hostrouting import rtnl
+from cloudinit_hostrouting import netlink, rtnl
+from cloudinit_hostrouting.analysis import Tables
 from cloudinit_hostrouting.netlink import Kernel, Want
 
 NETLINK_EXT_ACK = 11
@@ -39,7 +43,37 @@ BREAKS: Dict[str, Callable[[], None]] = {
     # Treats every ACK of a batch as read, so none the kernel dropped is sent again.
     "no-resend": lambda: setattr(rtnl.Rtnl, "_batch", _no_resend(rtnl.Rtnl._batch)),
     "dump-intr-ignored": lambda: setattr(rtnl, "NLM_F_DUMP_INTR", 0),
+    # Takes every lookup a batch left unanswered as lost (ENOBUFS) instead of asking again.
+    "no-lookup-resend": lambda: setattr(rtnl.Rtnl, "_lookups",
+                                        _no_lookup_resend(rtnl.Rtnl._lookups)),
+    # Verifies a route by its first address, as if no more-specific prefix were inside it.
+    "own-region-no-holes": lambda: setattr(netlink, "own_region", _no_holes(netlink.own_region)),
+    # Hands each batched answer to the next address (answers mapped by position, off by one).
+    "lookups-shifted": lambda: setattr(rtnl.Rtnl, "get_many",
+                                       _shifted(rtnl.Rtnl.get_many)),
 }
+
+
+def _no_lookup_resend(lookups: Callable[..., List[int]]) -> Callable[..., List[int]]:
+    def broken(self: rtnl.Rtnl, messages: Any, chunk: List[int],
+               found: Dict[int, Any]) -> List[int]:
+        for index in lookups(self, messages, chunk, found):
+            found[index] = errno.ENOBUFS
+        return []
+    return broken
+
+
+def _no_holes(own_region: Callable[..., Any]) -> Callable[..., Any]:
+    def broken(cidr: Any, tables: Any) -> Any:
+        return (), own_region(cidr, Tables([], []))[1]
+    return broken
+
+
+def _shifted(get_many: Callable[..., List[Any]]) -> Callable[..., List[Any]]:
+    def broken(self: rtnl.Rtnl, family: int, addresses: List[str]) -> List[Any]:
+        found = get_many(self, family, addresses)
+        return found[1:] + found[:1]
+    return broken
 
 
 def _no_resend(batch: Callable[..., List[int]]) -> Callable[..., List[int]]:
@@ -53,6 +87,9 @@ def snapshot(kernel: Kernel, request: Dict[str, Any]) -> Dict[str, Any]:
         "answers": [list(kernel.answer(ipaddress.ip_address(a)))
                     for a in request.get("answers", [])],
     }
+    if "many" in request:  # the batched lookups, both families mixed as the request has them
+        out["many"] = [list(a) for a in kernel.answers(
+            [ipaddress.ip_address(a) for a in request["many"]])]
     for version in (4, 6):
         tables = kernel.tables(version)
         out[f"addresses{version}"] = kernel.addresses(version)

@@ -5,6 +5,8 @@ as the unit does, and reads the markers and status.json it wrote.  The
 property test at the end generates random route tables and policy rules and
 compares our reported ranges with the kernel's own answers (``ip route get``
 one ``ip route get`` per address) for sampled addresses: no disagreement is allowed.
+A second one does the same for apply-routes' verification of the routes it
+installs (each route's own region, asked in one batch).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -261,3 +264,101 @@ def test_property_ranges_match_kernel(module_host: NDHost, tmp_path_factory: Any
             assert (dev != "eth0") == reported_bad, (address, dev, result["status"])
     finally:
         _flush(host, rules)
+
+
+# --- property: apply-routes' verification agrees with the kernel ----------------------
+
+PROBE = str(Path(__file__).with_name("edge_probe.py"))
+GATEWAYS = {"eth0": ETH_GW, "ib0": "10.0.0.1"}
+
+
+def verification_disagreements(host: NDHost, routes: List[Any], rules: List[Any],
+                               wants: List[Any], samples: List[int],
+                               fault: Optional[str] = None) -> List[Any]:
+    """Install ``wants`` through the codec (``Kernel.install``) among ``routes`` and
+    ``rules``; each verdict (in effect, or not) against the kernel's ``ip route get``.
+
+    Where a route decides is its prefix minus every more-specific prefix, counted
+    here from the test's own lists (a superset of the boundaries the tables show),
+    so every address left is in the route's own region, and the kernel must send
+    it out of the route's device exactly when the verdict says "in effect".
+    Routes wholly covered by others have no such address and are not judged.
+    """
+    _install(host, routes, rules)
+    try:
+        request = {"install": [{"destination": str(net), "gateway": GATEWAYS[dev], "dev": dev}
+                               for net, dev in wants]}
+        proc = subprocess.run(["ip", "netns", "exec", host.ns, sys.executable, PROBE, "rtnl",
+                               *(["--break", fault] if fault else [])],
+                              input=json.dumps(request), capture_output=True, text=True,
+                              timeout=60, check=False)
+        assert proc.returncode == 0, proc.stderr
+        installed = json.loads(proc.stdout)["installed"]
+        others = [net for net, _, _ in routes] + [net for net, _ in rules] + \
+            [net for net, _ in wants]
+        wrong = []
+        for (net, dev), (status, error) in zip(wants, installed):
+            if status not in ("created", "not-in-effect"):
+                continue  # refused: the prefix is a route that is not ours
+            inner = [o for o in others if o != net and o.subnet_of(net)]
+            free = [a for a in (int(net.network_address) + s % net.num_addresses
+                                for s in samples)
+                    if not any(ipaddress.IPv4Address(a) in o for o in inner)]
+            if not free:
+                continue
+            address = str(ipaddress.IPv4Address(free[0]))
+            in_effect = host.route_get_dev(address) == dev
+            if in_effect != (status == "created"):
+                wrong.append((str(net), dev, address, status, error))
+        return wrong
+    finally:
+        _flush(host, rules)
+        host.ip("route", "flush", "proto", "214", check=False)
+
+
+@st.composite
+def verification_scenes(draw: Any) -> Any:
+    """Random tables and rules, and routes to install: each one random, or near (around
+    or inside) a prefix of the tables or rules, where holes and policy rules decide."""
+    routes = draw(st.lists(st.tuples(prefixes(), ROUTE_KINDS,
+                                     st.sampled_from(["main", "100"])), max_size=8))
+    rules = draw(st.lists(st.tuples(prefixes(), st.sampled_from(["100", "101"])), max_size=3))
+    if rules:  # table 100 holding a rule's own prefix: the rule then decides for what it covers
+        routes += draw(st.lists(st.tuples(st.sampled_from([net for net, _ in rules]),
+                                          ROUTE_KINDS, st.just("100")), max_size=2))
+    anchors = [net for net, _, _ in routes] + [net for net, _ in rules]
+
+    def near(base: ipaddress.IPv4Network) -> st.SearchStrategy[ipaddress.IPv4Network]:
+        plens = st.integers(min_value=max(11, base.prefixlen - 4),
+                            max_value=min(32, base.prefixlen + 4))
+        offsets = st.integers(min_value=0, max_value=base.num_addresses - 1)
+        return st.builds(lambda plen, offset: ipaddress.ip_network(
+            (int(base.network_address) + offset, plen), strict=False), plens, offsets)
+
+    where = st.one_of(prefixes(), *(near(a) for a in anchors)) if anchors else prefixes()
+    wants = draw(st.lists(st.tuples(where, st.sampled_from(["eth0", "ib0"])), min_size=1,
+                          max_size=4, unique_by=lambda w: w[0]))
+    samples = draw(st.lists(st.integers(min_value=0, max_value=2**32 - 1), min_size=40,
+                            max_size=40))
+    return routes, rules, wants, samples
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(scene=verification_scenes())
+def test_property_verification_matches_kernel(module_host: NDHost, scene: Any) -> None:
+    """Each route's own region (``own_region``) and its batched lookup decide "in effect"
+    exactly as the kernel routes the rest of the route's prefix."""
+    assert verification_disagreements(module_host, *scene) == []
+
+
+def test_negative_control_verification_blind_to_holes_disagrees(module_host: NDHost) -> None:
+    """A /16 via eth0 whose first /24 goes to ib0: blind to that hole, the verification
+    probes inside it and calls a route that carries the rest "not in effect"."""
+    net = ipaddress.ip_network
+    routes = [(net("10.70.0.0/24"), "ib0", "main")]
+    wants = [(net("10.70.0.0/16"), "eth0")]
+    samples = list(range(0, 65536, 997))
+    assert verification_disagreements(module_host, routes, [], wants, samples) == []
+    assert verification_disagreements(module_host, routes, [], wants, samples,
+                                      fault="own-region-no-holes") != []

@@ -35,7 +35,7 @@ def _run(host, tmp_path: Path, capsys) -> tuple:
 
 
 def test_a_netlink_fault_is_an_error_line_and_exit_1(host, tmp_path, capsys, monkeypatch):
-    def fail(self, version):
+    def fail(self, version, known=()):
         raise OSError(errno.EIO, "Input/output error")
 
     monkeypatch.setattr(netlink.Kernel, "tables", fail)
@@ -56,7 +56,7 @@ def test_control_without_the_fault_the_route_is_installed(host, tmp_path, capsys
 
 def test_other_exceptions_are_not_swallowed(host, tmp_path, capsys, monkeypatch):
     """Only OSError is a kernel fault; a bug elsewhere must still surface."""
-    def bug(self, version):
+    def bug(self, version, known=()):
         raise KeyError("bug")
 
     monkeypatch.setattr(netlink.Kernel, "tables", bug)

@@ -10,6 +10,7 @@ writes half a tree first.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import subprocess
@@ -25,7 +26,10 @@ from cli_support import (
     cloudinit_env,
     loaded_cloudinit_version,
 )
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
+from cloudinit_hostrouting import config, schema
 from cloudinit_hostrouting.config import ConfigError, load_file, parse
 from cloudinit_hostrouting.loader import MAX_FILE_BYTES
 from cloudinit_hostrouting.schema import (
@@ -755,3 +759,133 @@ def test_the_units_json_path_imports_neither_yaml_nor_dataclasses(tmp_path: Any)
                           env=cloudinit_env("22.4"), cwd=REPO, capture_output=True, text=True,
                           check=True)
     assert "yaml" in proc.stdout
+
+
+# ---------------------------------------------------------------------------
+# The fast paths of validation mean exactly what the slow ones do.
+
+# Octet and prefix texts ipaddress may refuse, or read otherwise than they look.
+ODD_PARTS = ["", "00", "01", "007", "+1", "-1", " 1", "1 ", "256", "999", "1_0", "0x1",
+             "\u0663", "\uff11", "1\n"]
+ODD_PREFIXES = ["", "00", "08", "024", "033", "33", "+8", "8.0", "255.255.0.0", "0.0.255.255",
+                "\u0662\u0664", "24 ", "\n24"]
+
+
+@st.composite
+def ipv4_texts(draw: Any) -> str:
+    """"a.b.c.d/n" forms: canonical ones, and ones with an odd octet, prefix or shape."""
+    first = draw(st.sampled_from(["11", "100", "172", "192", "223", "10"]))
+    octets = [first] + [draw(st.one_of(st.integers(0, 255).map(str), st.sampled_from(ODD_PARTS)))
+                        for _ in range(draw(st.sampled_from([3, 3, 3, 2, 4])))]
+    prefix = draw(st.one_of(st.integers(8, 32).map(str), st.sampled_from(ODD_PREFIXES)))
+    return ".".join(octets) + draw(st.sampled_from(["/", "/", "/", "", "//"])) + prefix
+
+
+def stdlib_reading(text: str) -> Any:
+    """What ipaddress alone makes of a destination text: the network and whether it is
+    written as ipaddress writes it, or the error it raises."""
+    try:
+        net = ipaddress.ip_network(text, strict=False)
+    except ValueError as err:
+        return f"is not an IPv4 or IPv6 CIDR ({err})"
+    if "/" not in text:
+        return "has no prefix length"
+    return net, str(net) == text
+
+
+def parsed_reading(text: str) -> Any:
+    """The same through config.parse: the route's network and whether no warning came,
+    or the message of the destination's problem."""
+    raw = routes({"destination": text, "gateway": "9.9.9.9", "dev": "eth0"})
+    try:
+        cfg = parse(raw)
+    except ConfigError as err:
+        [problem] = [p for p in err.problems if p.path.endswith(".destination")]
+        return problem.message
+    return cfg.routes[0].destination, not cfg.warnings
+
+
+@settings(max_examples=600, deadline=None, derandomize=True, database=None)
+@given(text=ipv4_texts())
+def test_destinations_parse_exactly_as_ipaddress_reads_them(text: str) -> None:
+    """The parser's shortcut for canonical IPv4 text against the standard library."""
+    expected = stdlib_reading(text)
+    assume(not (isinstance(expected, tuple) and expected[0].prefixlen < 8))
+    assert parsed_reading(text) == expected
+
+
+def test_negative_control_a_shortcut_misreading_leading_zeros_is_caught(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An octet table that also reads "01" as 1 makes the comparison fail."""
+    monkeypatch.setitem(config._OCTETS, "01", 1)
+    text = "10.01.0.0/16"
+    assert parsed_reading(text) != stdlib_reading(text)
+
+
+def shape_values(node: Dict[str, Any]) -> Any:
+    """Values for a schema node: mostly of its shape, some breaking it in every way
+    the walker checks (types, unknown and missing keys, lengths, patterns, bounds,
+    duplicates)."""
+    wrong = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.floats(-1, 1),
+                      st.text(max_size=3), st.lists(st.integers(0, 2), max_size=2),
+                      st.dictionaries(st.text(max_size=2), st.integers(0, 1), max_size=2))
+    kind = node.get("type")
+    if kind == "object":
+        props = node.get("properties", {})
+        required = node.get("required", [])
+        fields = {k: shape_values(v) for k, v in props.items()}
+        others = {"bogus": st.integers(), "": st.none()}
+        right = st.fixed_dictionaries(  # the required keys there, or perhaps not
+            {k: fields[k] for k in required},
+            optional={**{k: v for k, v in fields.items() if k not in required}, **others}
+        ) | st.fixed_dictionaries({}, optional={**fields, **others})
+    elif kind == "array":
+        right = st.lists(shape_values(node["items"]), max_size=4)
+        if node.get("uniqueItems"):
+            right = right | right.map(lambda xs: xs + xs[:1])
+    elif kind == "string":
+        good = st.from_regex(node["pattern"], fullmatch=True) if "pattern" in node else \
+            st.text(max_size=8)
+        right = good | st.text(max_size=8) | good.map(lambda s: s + "\n")
+        if "maxLength" in node:
+            right = right | st.text(min_size=node["maxLength"] + 1,
+                                    max_size=node["maxLength"] + 2)
+    elif kind == "integer":
+        right = st.integers(node.get("minimum", -5) - 2, node.get("minimum", -5) + 3) | \
+            st.integers(node.get("maximum", 5) - 3, node.get("maximum", 5) + 2)
+    else:
+        right = wrong
+    return st.one_of(right, right, right, wrong)
+
+
+def tightened(node: Any, limit: int = 3) -> Any:
+    """The schema with every maxItems cut to ``limit``, so small lists reach it."""
+    if isinstance(node, dict):
+        return {k: (min(v, limit) if k == "maxItems" else tightened(v, limit))
+                for k, v in node.items()}
+    return node
+
+
+TIGHT_SCHEMA = tightened(schema.HOST_ROUTING_SCHEMA)
+
+
+@pytest.mark.filterwarnings("ignore:Generating overly large repr")  # the schema-wide strategy
+@settings(max_examples=400, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(value=shape_values(schema.HOST_ROUTING_SCHEMA), tight=shape_values(TIGHT_SCHEMA))
+def test_shape_shortcut_finds_what_the_walker_finds(value: Any, tight: Any) -> None:
+    """check_shape skips the walker for values its shortcut (``_compile``) finds clean:
+    the walker itself, unchanged, must then find nothing either."""
+    for raw, node in ((value, schema.HOST_ROUTING_SCHEMA), (tight, TIGHT_SCHEMA)):
+        assert schema.check_shape(raw, node) == list(schema._walk(raw, node, "host_routing"))
+
+
+def test_negative_control_a_shortcut_blind_to_lengths_is_caught(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forgetting maxLength in the shortcut makes check_shape miss what the walker sees."""
+    compile_ = schema._compile
+    monkeypatch.setattr(schema, "_compile", lambda node: compile_(
+        {k: v for k, v in node.items() if k != "maxLength"}))
+    raw = routes({"destination": "1" * 70})
+    assert schema.check_shape(raw) != list(schema._walk(raw, schema.HOST_ROUTING_SCHEMA,
+                                                        "host_routing"))

@@ -3,9 +3,10 @@
 The stdlib codec (what the boot units use) and pyroute2 (``--netns``, the guard,
 azure-suggest) read the same namespace and install the same routes; the
 results must be equal field by field: links, addresses, route and rule dumps,
-the analysis tables, default routes, lookup answers, install results with their
-error texts, and the main tables afterwards.  pyroute2 runs twice, inside the
-namespace and entering it by name (``--netns``), so both ways in are covered.
+the analysis tables, default routes, lookup answers (one at a time and batched),
+install results with their error texts, and the main tables afterwards.
+pyroute2 runs twice, inside the namespace and entering it by name
+(``--netns``), so both ways in are covered.
 
 The namespaces are a fixed one holding every shape the codec decodes
 (multipath, RTA_VIA, tables above 255, link-local gateways, rule selectors,
@@ -29,6 +30,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from netns import ETH6_GW, ETH_GW, NDHost
 from test_analysis_netns import ROUTE_KINDS, _flush, _install, _link_local, prefixes
+
+from cloudinit_hostrouting.netlink import Kernel
 
 PROBE = str(Path(__file__).with_name("edge_probe.py"))
 WAYS = (("rtnl", True), ("pyroute2", True), ("pyroute2", False))  # (backend, inside the ns)
@@ -141,10 +144,14 @@ def rich_wants(peer_ll: str) -> List[Dict[str, Any]]:
 
 
 def test_backends_agree_on_every_shape(rich: Rich) -> None:
-    request = {"answers": RICH_ANSWERS, "install": rich_wants(rich.peer_ll)}
+    request = {"answers": RICH_ANSWERS, "many": RICH_ANSWERS,
+               "install": rich_wants(rich.peer_ll)}
     codec, inside, by_name = every_way(rich.host, request)
     assert_same(codec, inside)
     assert_same(codec, by_name)
+    # Batched lookups (get_many) answer as single ones do, on every kind of answer.
+    assert codec["many"] == codec["answers"]
+    assert len({tuple(a) for a in codec["many"]}) >= 6
     # Not equal by being empty: the shapes are really there, decoded as ip(8) says.
     assert [s for s, _ in codec["installed"]] == [
         "created", "refused", "failed", "failed", "created", "created", "not-in-effect",
@@ -164,6 +171,20 @@ def test_backends_agree_on_every_shape(rich: Rich) -> None:
     assert rules[52][11] == "ib0"
 
 
+def test_tables_share_known_networks_and_change_nothing(rich: Rich) -> None:
+    """Kernel.tables with networks built already (the config's) reuses exactly those of a
+    route's prefix and family, and reads the tables as it does without them."""
+    net = ipaddress.ip_network
+    known = [net("10.200.0.0/16"), net("10.201.0.0/16"), net("10.204.0.0/16"),
+             net("fd00:200::/48"), net("10.250.0.0/16")]  # IPv6, and a prefix not there
+    with Kernel(rich.host.ns) as kernel:
+        plain, shared = kernel.tables(4), kernel.tables(4, known)
+    assert [r.describe() for r in shared.routes] == [r.describe() for r in plain.routes]
+    assert [r.describe() for r in shared.rules] == [r.describe() for r in plain.rules]
+    reused = {str(r.network) for r in shared.routes if any(r.network is k for k in known)}
+    assert reused == {"10.200.0.0/16", "10.201.0.0/16", "10.204.0.0/16"}
+
+
 def rich_json(host: NDHost, prefix: str) -> List[Dict[str, Any]]:
     """ip(8)'s own view of a multipath route's hops: a separate decoder to hold ours to."""
     [route] = json.loads(host.ip("-j", "route", "show", prefix).stdout)
@@ -172,10 +193,10 @@ def rich_json(host: NDHost, prefix: str) -> List[Dict[str, Any]]:
 
 
 @pytest.mark.parametrize("fault", ["route-oif-id", "route-table-id", "rule-dst-dropped",
-                                   "hop-gateway-dropped"])
+                                   "hop-gateway-dropped", "lookups-shifted"])
 def test_negative_control_a_codec_bug_is_caught(rich: Rich, fault: str) -> None:
     """A planted codec bug makes the snapshots differ: the comparison can fail."""
-    request = {"answers": RICH_ANSWERS}
+    request = {"answers": RICH_ANSWERS, "many": RICH_ANSWERS}
     good = probe(rich.host, "pyroute2", request)
     assert_same(good, probe(rich.host, "rtnl", request))
     assert differences(good, probe(rich.host, "rtnl", request, fault=fault)) != []
@@ -206,9 +227,11 @@ def test_backends_agree_on_random_tables(prop_host: NDHost, routes: List[Any],
     _install(host, routes, rules)
     try:
         gateways = {"eth0": ETH_GW, "ib0": "10.0.0.1"}
+        answers = [str(ipaddress.IPv4Address(s)) for s in samples] + \
+            [str(net.network_address + 1) for net, _, _ in routes]
         request = {
-            "answers": [str(ipaddress.IPv4Address(s)) for s in samples]
-            + [str(net.network_address + 1) for net, _, _ in routes],
+            "answers": answers,
+            "many": answers,
             "install": [{"destination": str(net), "gateway": gateways[dev], "dev": dev}
                         for net, dev in wants],
         }

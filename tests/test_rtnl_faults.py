@@ -10,7 +10,9 @@ ip(8), a separate decoder:
   request's header, all of it, or extended-ACK attributes as well;
 * dumps the kernel flags NLM_F_DUMP_INTR, provoked for real by changing
   addresses while 5,000 of them are dumped;
-* multipath routes of both families in a dump.
+* multipath routes of both families in a dump;
+* batched lookups (``get_many``) with the same tiny receive buffer: every
+  answer must be the kernel's, asked one at a time and by ip(8).
 
 Negative controls run the same with the codec's handling taken out and show
 the assertions then fail.
@@ -89,6 +91,63 @@ def test_failures_in_the_middle_of_batches_are_each_named(host: NDHost, acks: st
     assert errors == {i: ("failed", UNREACHABLE.replace("10.9.9.9", gw))
                       for i, gw in gateways.items()}
     assert len(ours_in_kernel(host)) == 296
+
+
+def lookup_host(host: NDHost) -> List[str]:
+    """Give ``host`` routes of every answer a lookup can have; 1,200 addresses across them.
+
+    Blackhole, unreachable and prohibit come back as errors, the rest as routes
+    via eth0, ib0 or lo (local), in both families, interleaved so that every
+    batch mixes them.
+    """
+    for command in ("route add blackhole 10.90.0.0/24", "route add unreachable 10.91.0.0/24",
+                    "route add prohibit 10.92.0.0/24",
+                    "route add 10.93.0.0/24 via 10.0.0.1 dev ib0",
+                    "-6 route add blackhole fd00:90::/48"):
+        host.ip(*command.split())
+    kinds = ["10.90.0.{}", "10.91.0.{}", "10.92.0.{}", "10.93.0.{}", "10.1.0.{}", "10.0.5.{}",
+             "10.128.3.{}", "fd00:90::{:x}", "fd00:1::{:x}", "fd00:a::{:x}"]
+    addresses = [kinds[i % len(kinds)].format(i // len(kinds) + 1) for i in range(1200)]
+    return [*addresses, "10.1.0.4", "127.0.0.1", "fd00:1::4"]  # local answers (dev lo)
+
+
+def ip_route_get(host: NDHost, address: str) -> Optional[str]:
+    """The device ip(8), a separate decoder, names for ``address``; None for an error."""
+    proc = host.ip("-j", "route", "get", address, check=False)
+    return json.loads(proc.stdout)[0]["dev"] if proc.returncode == 0 else None
+
+
+def test_enobufs_with_many_lookups_gives_every_answer_right(host: NDHost) -> None:
+    """Batched lookups with a tiny receive buffer: the kernel drops most answers, and
+    each one must still be what the kernel says when asked one at a time."""
+    addresses = lookup_host(host)
+    out = run_codec(host, {"answers": addresses, "many": addresses}, "--rcvbuf", "1")
+    assert out["overruns"] > 0, "the kernel dropped no answer: the fault was not provoked"
+    assert out["many"] == out["answers"]
+    # Not equal by being uniform: every kind of answer is among them ...
+    assert {tuple(a) for a in out["many"]} >= {
+        ("eth0", "unicast"), ("ib0", "unicast"), ("lo", "local"), (None, "blackhole"),
+        (None, "unreachable"), (None, "prohibit")}
+    # ... and ip(8) agrees, on a sample from every batch and every kind.
+    for i in range(0, len(addresses), 37):
+        assert out["many"][i][0] == ip_route_get(host, addresses[i]), addresses[i]
+
+
+def test_negative_control_lookups_not_asked_again_are_wrong(host: NDHost) -> None:
+    """The same run with the one-at-a-time finish taken out: the answers no longer match."""
+    addresses = lookup_host(host)
+    out = run_codec(host, {"answers": addresses, "many": addresses}, "--rcvbuf", "1",
+                    "--break", "no-lookup-resend")
+    assert out["overruns"] > 0
+    assert out["many"] != out["answers"]
+
+
+def test_lookups_without_faults_are_batched_and_match(host: NDHost) -> None:
+    """With the default receive buffer nothing is lost, and the answers are the same."""
+    addresses = lookup_host(host)
+    out = run_codec(host, {"answers": addresses, "many": addresses})
+    assert out["many"] == out["answers"]
+    assert out["overruns"] == 0
 
 
 def dumps_under_churn(host: NDHost, fault: Optional[str] = None) -> Dict[str, Any]:
