@@ -144,7 +144,7 @@ def profile_step(hosts: Hosts, pkg: Package, wl: Workload, work: Path, modules_f
 def firstboot_step(pkg: Package, reps: int, work: Path) -> Dict[str, Any]:
     """The render path in-process, and ``handle()`` in a private mount namespace."""
     out = work / "render.json"
-    pkg.run_worker(["render", "100", str(reps), str(out)], timeout=600)
+    pkg.run_worker(["render", "100", str(reps), str(out)], timeout=600, as_unit=False)
     render = json.loads(read_output(out, "render path"))
     out = work / "handle.json"
     try:
@@ -152,7 +152,8 @@ def firstboot_step(pkg: Package, reps: int, work: Path) -> Dict[str, Any]:
         scratch.mkdir()
         pkg.run_worker(["handle", "100", str(max(reps // 2, 10)), str(out), str(scratch),
                         os.readlink("/proc/self/ns/mnt")],
-                       timeout=600, wrap=("unshare", "-m", "--propagation", "private"))
+                       timeout=600, wrap=("unshare", "-m", "--propagation", "private"),
+                       as_unit=False)
         handle: Dict[str, Any] = json.loads(read_output(out, "handle()"))
     except RuntimeError as err:
         handle = {"error": str(err).splitlines()[-1]}

@@ -92,10 +92,13 @@ class Package:
         return ["ip", "netns", "exec", ns, self.python, *self.helper_flags(), *args]
 
     def run_worker(self, args: Sequence[str], timeout: float, netns: Optional[str] = None,
-                   wrap: Sequence[str] = ()) -> str:
+                   wrap: Sequence[str] = (), as_unit: bool = True) -> str:
         """``PY [flags] benchmarks/run.py --worker ...``: a measurement inside the units'
-        interpreter, which imports only the standard library and the package."""
-        argv = [*wrap, self.python, *self.helper_flags(), str(RUN_PY), "--worker", *args]
+        interpreter, which imports only the standard library and the package.  With
+        ``as_unit=False`` no flags: the render path and ``handle()`` run inside cloud-init's
+        own process, with ``site``, where ``cloudinit`` is importable."""
+        flags = self.helper_flags() if as_unit else ()
+        argv = [*wrap, self.python, *flags, str(RUN_PY), "--worker", *args]
         if netns:
             argv = ["ip", "netns", "exec", netns, *argv]
         return sh(*argv, timeout=timeout, cwd=self.root, env=self.env())
